@@ -1,0 +1,121 @@
+"""The run-directory layout shared by `vit-parity run` (writer) and `vit-parity report` (reader).
+
+    reports/<run-id>/
+        run.json                 RunInfo: config snapshot, backends in order, baseline
+        <backend>/
+            status.json          BackendStatus: state per phase, error text if any
+            lm_eval/             lm-eval's --output_path (results_*.json, samples_*.jsonl as lm-eval writes them)
+            throughput.json      Throughput (see below)
+            command.json         the exact argv + env overrides each phase ran with
+            env.json             versions and device
+        report.md, report.html, summary.json   (written by the report)
+
+A backend is complete only when status.json says every phase is "complete";
+anything else (missing, "running" from an interrupted process, "failed") is redone
+by a rerun, and shown as such by the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+PhaseState = Literal["pending", "running", "complete", "failed"]
+PHASES = ("accuracy", "throughput")
+
+RUN_INFO = "run.json"
+STATUS = "status.json"
+LM_EVAL_DIR = "lm_eval"
+THROUGHPUT = "throughput.json"
+COMMAND = "command.json"
+ENV = "env.json"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temp file in the same directory + rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    engine: Literal["vllm", "hf"]
+    backends: list[str]
+    baseline: str
+    tasks: list[str]
+    model: str
+    config: dict[str, Any] = field(default_factory=dict)  # the validated config, as a dict
+
+    def write(self, run_dir: Path) -> None:
+        atomic_write_json(Path(run_dir) / RUN_INFO, asdict(self))
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunInfo:
+        return cls(**json.loads((Path(run_dir) / RUN_INFO).read_text()))
+
+
+@dataclass
+class BackendStatus:
+    backend: str
+    phases: dict[str, PhaseState] = field(default_factory=lambda: dict.fromkeys(PHASES, "pending"))
+    errors: dict[str, str] = field(default_factory=dict)  # phase -> error text (last lines)
+
+    @property
+    def complete(self) -> bool:
+        return all(self.phases.get(p) == "complete" for p in PHASES)
+
+    def write(self, backend_dir: Path) -> None:
+        atomic_write_json(Path(backend_dir) / STATUS, asdict(self))
+
+    @classmethod
+    def read(cls, backend_dir: Path) -> BackendStatus | None:
+        """None when absent or unreadable (a corrupt status means: redo it)."""
+        try:
+            data = json.loads((Path(backend_dir) / STATUS).read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+# throughput.json (written atomically by the throughput phase):
+# {
+#   "engine": "vllm" | "hf",
+#   "metrics": {            # medians over repeats, warm-up excluded
+#       vllm: "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
+#       hf:   "images_per_s", "prefill_tokens_per_s"
+#   },
+#   "repeats": [ {same keys}, ... ],
+#   "settings": {...}       # image sizes, num prompts, output len, concurrency, warmup, repeats
+# }
