@@ -1,0 +1,60 @@
+"""The plugin-provided ViT attention backends behind one varlen contract (no vLLM needed):
+
+    fn(q, k, v, cu_seqlens, max_seqlen: int, softmax_scale: float) -> out
+    q: [total_tokens, num_heads, head_dim], k/v: [total_tokens, num_kv_heads, head_dim],
+    cu_seqlens: int32 [batch + 1] on q's device; out like q.
+
+Our own kernels live in :mod:`vit_backend_plugin.kernels`; the two third-party ones (upstream
+flash_attn, xformers) are thin adapters here. Imports happen on first use, so a missing package
+costs nothing until that backend is actually chosen.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+PLUGIN_BACKENDS = ("VIT_TRITON", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS")
+# Backends whose kernels need the real max sequence length (vLLM models compute it only for the
+# stock backends they know about; the glue extends that set with these).
+NEEDS_MAX_SEQLEN = frozenset({"VIT_TRITON", "FLASH_ATTN_UPSTREAM"})
+
+
+def _upstream_flash_attn(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
+    from flash_attn import flash_attn_varlen_func
+
+    return flash_attn_varlen_func(
+        q, k, v,
+        cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+        max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen,
+        dropout_p=0.0, softmax_scale=softmax_scale, causal=False,
+    )
+
+
+def _xformers(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
+    from xformers import ops as xops
+    from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+
+    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()  # xformers builds its mask on the host
+    if k.shape[1] != q.shape[1]:  # GQA: xformers wants equal heads in this layout
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    bias = BlockDiagonalMask.from_seqlens(lens)
+    out = xops.memory_efficient_attention_forward(
+        q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), attn_bias=bias, scale=softmax_scale
+    )
+    return out.squeeze(0)
+
+
+@functools.cache
+def get_kernel(name: str) -> Callable:
+    """The varlen function for a plugin backend. KeyError for a name that is not ours."""
+    if name in ("VIT_TRITON", "TORCH_SDPA_CUDNN"):
+        from vit_backend_plugin.kernels import KERNELS
+
+        return KERNELS[name]
+    if name == "FLASH_ATTN_UPSTREAM":
+        return _upstream_flash_attn
+    if name == "XFORMERS":
+        return _xformers
+    raise KeyError(f"{name} is not a plugin ViT attention backend ({', '.join(PLUGIN_BACKENDS)})")

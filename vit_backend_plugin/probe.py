@@ -1,0 +1,89 @@
+"""What this machine (or this process) can actually run: the resolver's `features` input.
+
+Two probes:
+- :func:`installed_features` only looks for packages (``importlib.util.find_spec``), imports no
+  torch/CUDA; `vit-parity explain` uses it to plan.
+- :func:`runtime_features` imports each kernel for real and asks torch about the device; the
+  plugin uses it inside vLLM processes, where a package that is installed but fails to import
+  (ABI mismatch, missing CUDA libs) must count as absent.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def _has_spec(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _imports(module: str, attr: str | None = None) -> bool:
+    try:
+        mod = importlib.import_module(module)
+        return attr is None or hasattr(mod, attr)
+    except Exception:  # any failure to import means: not usable here
+        return False
+
+
+def installed_features() -> frozenset[str]:
+    """Packages present on this machine. GPU-only torch features are assumed to come with torch
+    (true of CUDA builds): this is for planning, not for running."""
+    feats = set()
+    if _has_spec("vllm.vllm_flash_attn"):
+        feats.add("vllm_flash_attn")
+    for pkg in ("flash_attn", "xformers", "flashinfer", "triton", "aiter"):
+        if _has_spec(pkg):
+            feats.add(pkg)
+    if _has_spec("vit_backend_plugin.kernels"):
+        feats.add("vit_triton_kernel")
+    if _has_spec("torch"):
+        feats.update({"torch_cudnn_sdpa", "torch_flash_sdpa"})
+    return frozenset(feats)
+
+
+@functools.cache
+def runtime_features(platform: str) -> frozenset[str]:
+    """Kernels that really import here, and torch SDPA sub-backends this device offers."""
+    feats = set()
+    if platform in ("cuda", "rocm"):
+        if _imports("vllm.vllm_flash_attn", "flash_attn_varlen_func"):
+            feats.add("vllm_flash_attn")
+            try:
+                from vllm.v1.attention.backends.fa_utils import is_fa_version_supported
+
+                if is_fa_version_supported(4):
+                    feats.add("vllm_fa4")
+            except Exception:
+                pass
+        if _imports("flash_attn", "flash_attn_varlen_func"):
+            feats.add("flash_attn")
+        if _imports("xformers.ops"):
+            feats.add("xformers")
+        if _has_spec("flashinfer") and _imports("flashinfer"):
+            feats.add("flashinfer")
+        if _imports("triton"):
+            feats.add("triton")
+            if _imports("vit_backend_plugin.kernels", "vit_attention"):
+                feats.add("vit_triton_kernel")
+        if _has_spec("aiter") and _imports("aiter"):
+            feats.add("aiter")
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                if torch.backends.cudnn.is_available() and torch.backends.cuda.cudnn_sdp_enabled():
+                    feats.add("torch_cudnn_sdpa")
+                if torch.backends.cuda.flash_sdp_enabled():
+                    feats.add("torch_flash_sdpa")
+        except Exception:
+            pass
+    logger.debug("vit-backend-plugin runtime features (%s): %s", platform, sorted(feats))
+    return frozenset(feats)

@@ -1,0 +1,224 @@
+"""Which ViT attention backend to use, and why. Pure decision logic: explicit inputs in, a
+:class:`Resolution` out; no torch, no vLLM, no environment reads (probe.py and plugin.py do those).
+
+Policy
+1. Explicit choice (vLLM's ``mm_encoder_attn_backend``, else ``VIT_ATTN_BACKEND``): honoured if
+   usable, otherwise :class:`BackendSelectionError` naming the reason and the usable backends.
+2. Automatic, measured: the fastest usable backend in the measured-speed rows matching this device,
+   dtype, head size (and sequence length), among those whose numerical check passed.
+3. Automatic, static: the catalog's ``static_order`` for the platform (cuda: vLLM FlashAttention ->
+   upstream flash_attn -> our Triton kernel -> torch SDPA). Falling past upstream flash_attn only
+   because it is not installed carries an install hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vit_backend_plugin.backends import (
+    DTYPES,
+    PLATFORMS,
+    BackendSpec,
+    Catalog,
+    load_catalog,
+    normalize_dtype,
+)
+
+
+class ResolverInputError(ValueError):
+    """Bad inputs to the resolver (head size <= 0, unknown dtype/platform/backend)."""
+
+
+class BackendSelectionError(ValueError):
+    """An explicitly requested backend cannot run here. The message says why and what can."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    tflops: float
+    numerics_ok: bool = True
+
+
+@dataclass(frozen=True)
+class ResolveRequest:
+    head_size: int
+    dtype: str
+    platform: str = "cuda"
+    capability: tuple[int, int] | None = None
+    features: frozenset[str] = frozenset()
+    explicit: str | None = None
+    explicit_source: str = "explicit choice"  # for messages: which knob the user turned
+    measured: Mapping[str, Measurement] = field(default_factory=dict)
+    measured_source: str = ""  # e.g. "speed table row 'Qwen2.5-VL d80, 16 x 1024' (H100)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    usable: bool
+    reason: str  # why not usable, or "" / a note when usable
+
+
+@dataclass(frozen=True)
+class Resolution:
+    chosen: str
+    how: Literal["explicit", "measured", "static"]
+    why: str
+    candidates: tuple[Candidate, ...]
+    install_hint: str | None = None
+
+    @property
+    def usable(self) -> list[str]:
+        return [c.name for c in self.candidates if c.usable]
+
+    def log_line(self, head_size: int, dtype: str) -> str:
+        line = f"ViT attention: {self.chosen} (head_size={head_size}, dtype={dtype}; {self.why})"
+        if self.install_hint:
+            line += f". Hint: {self.install_hint}"
+        return line
+
+    def to_json(self) -> dict:
+        return {
+            "chosen": self.chosen,
+            "how": self.how,
+            "why": self.why,
+            "install_hint": self.install_hint,
+            "candidates": [
+                {"name": c.name, "usable": c.usable, "reason": c.reason} for c in self.candidates
+            ],
+        }
+
+
+def _fmt_cc(cc: float) -> str:
+    return f"{cc:.1f}"
+
+
+def why_unusable(spec: BackendSpec, req: ResolveRequest) -> str | None:
+    """None if ``spec`` can run for ``req``; otherwise the first reason it cannot."""
+    if req.platform not in spec.platforms:
+        return f"not available on {req.platform} (runs on {', '.join(spec.platforms)})"
+    if req.dtype not in spec.dtypes:
+        return f"dtype {req.dtype} not supported (supports {', '.join(spec.dtypes)})"
+    bad_head = spec.head_size.check(req.head_size, req.features)
+    if bad_head:
+        return bad_head
+    if req.platform == "cuda" and req.capability is not None:
+        cc = req.capability[0] + req.capability[1] / 10
+        need = spec.min_capability_for(req.dtype)
+        if need is not None and cc < need - 1e-9:
+            return f"compute capability {_fmt_cc(cc)} < {_fmt_cc(need)} required for {req.dtype}"
+        if spec.max_capability is not None and cc > spec.max_capability + 1e-9:
+            return f"compute capability {_fmt_cc(cc)} > {_fmt_cc(spec.max_capability)} supported"
+    missing = [f for f in spec.requires.get(req.platform, ()) if f not in req.features]
+    if missing:
+        return f"missing {', '.join(missing)}" + (
+            f" (install: {spec.install_hint})" if spec.install_hint else ""
+        )
+    return None
+
+
+def validate(req: ResolveRequest, catalog: Catalog) -> ResolveRequest:
+    if not isinstance(req.head_size, int) or isinstance(req.head_size, bool) or req.head_size <= 0:
+        raise ResolverInputError(f"head size must be a positive integer, got {req.head_size!r}")
+    try:
+        dtype = normalize_dtype(req.dtype)
+    except ValueError as e:
+        raise ResolverInputError(str(e)) from None
+    if req.platform not in PLATFORMS:
+        raise ResolverInputError(
+            f"unknown platform {req.platform!r}; use one of {', '.join(PLATFORMS)}"
+        )
+    explicit = req.explicit.strip().upper() if req.explicit else None
+    if explicit and explicit not in catalog.backends:
+        raise ResolverInputError(
+            f"unknown ViT attention backend {req.explicit!r} ({req.explicit_source}); "
+            f"known: {', '.join(catalog.names())}"
+        )
+    return ResolveRequest(
+        head_size=req.head_size, dtype=dtype, platform=req.platform, capability=req.capability,
+        features=frozenset(req.features), explicit=explicit, explicit_source=req.explicit_source,
+        measured=req.measured, measured_source=req.measured_source,
+    )
+
+
+def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
+    catalog = catalog or load_catalog()
+    req = validate(req, catalog)
+    reasons = {name: why_unusable(spec, req) for name, spec in catalog.backends.items()}
+    candidates = tuple(Candidate(n, r is None, r or "") for n, r in reasons.items())
+    usable = [n for n, r in reasons.items() if r is None]
+
+    if req.explicit:
+        if reasons[req.explicit] is not None:
+            raise BackendSelectionError(
+                f"ViT attention backend {req.explicit} ({req.explicit_source}) cannot run here: "
+                f"{reasons[req.explicit]}. Usable for head_size={req.head_size}, "
+                f"dtype={req.dtype} on {_describe_device(req)}: {', '.join(usable)}"
+            )
+        return Resolution(req.explicit, "explicit", f"requested by {req.explicit_source}", candidates)
+
+    fastest = _fastest_measured(req, usable)
+    if fastest is not None:
+        name, m, runner_up = fastest
+        why = f"fastest measured ({m.tflops:.0f} TFLOP/s"
+        if runner_up is not None:
+            why += f", {m.tflops / runner_up[1].tflops:.2f}x {runner_up[0]}"
+        why += ")" + (f" in {req.measured_source}" if req.measured_source else "")
+        return Resolution(name, "measured", why, candidates)
+
+    order = catalog.static_order.get(req.platform, ("TORCH_SDPA",))
+    chosen = next((n for n in order if reasons[n] is None), "TORCH_SDPA")
+    skipped = [f"{n}: {reasons[n]}" for n in order[: order.index(chosen)]] if chosen in order else []
+    why = "static order " + " -> ".join(order)
+    if skipped:
+        why += "; skipped " + "; ".join(skipped)
+    hint = None
+    upstream = catalog.backends.get("FLASH_ATTN_UPSTREAM")
+    if (
+        upstream is not None
+        and "FLASH_ATTN_UPSTREAM" in order
+        and chosen in order
+        and order.index(chosen) > order.index("FLASH_ATTN_UPSTREAM")
+        and _only_missing_package(upstream, req)
+    ):
+        hint = f"to use FlashAttention for this ViT, {upstream.install_hint}"
+    return Resolution(chosen, "static", why, candidates, install_hint=hint)
+
+
+def _fastest_measured(req: ResolveRequest, usable: list[str]):
+    ok = {n: m for n, m in req.measured.items() if n in usable and m.numerics_ok and m.tflops > 0}
+    if not ok:
+        return None
+    ranked = sorted(ok.items(), key=lambda kv: kv[1].tflops, reverse=True)
+    return ranked[0][0], ranked[0][1], (ranked[1] if len(ranked) > 1 else None)
+
+
+def _only_missing_package(spec: BackendSpec, req: ResolveRequest) -> bool:
+    """True when ``spec`` would be usable if only its packages were installed."""
+    with_all = ResolveRequest(
+        head_size=req.head_size, dtype=req.dtype, platform=req.platform,
+        capability=req.capability,
+        features=req.features | frozenset(spec.requires.get(req.platform, ())),
+    )
+    return why_unusable(spec, req) is not None and why_unusable(spec, with_all) is None
+
+
+def _describe_device(req: ResolveRequest) -> str:
+    if req.platform == "cuda" and req.capability:
+        return f"cuda (compute capability {req.capability[0]}.{req.capability[1]})"
+    return req.platform
+
+
+__all__ = [
+    "DTYPES",
+    "BackendSelectionError",
+    "Candidate",
+    "Measurement",
+    "Resolution",
+    "ResolveRequest",
+    "ResolverInputError",
+    "resolve",
+    "why_unusable",
+]

@@ -1,0 +1,126 @@
+"""Measured ViT attention speeds (data), and the lookup the resolver uses.
+
+Two tables: the one shipped in the package (``data/speed_table.json``, measured on an H100 by
+``vit-parity bench-kernels``) and a user-local one written by ``vit-parity tune`` on the user's
+GPU (``$VIT_SPEED_TABLE`` or ``~/.cache/vit_backend_plugin/speed_table.json``). For a given
+(capability, dtype, head size), rows of the user table take precedence: if it has any matching
+row, the shipped rows are ignored.
+
+Matching: same compute capability, dtype and head size; if a sequence length is known, the rows
+whose ``seq_len`` range contains it; otherwise all of them, combined by geometric mean over the
+backends measured in every row (so one lucky shape cannot win).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vit_backend_plugin.resolver import Measurement
+
+
+class SpeedEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str
+    capability: tuple[int, int]
+    dtype: str
+    head_size: int = Field(gt=0)
+    seq_len: tuple[int, int]  # inclusive per-sequence length range this row stands for
+    shape: str = ""
+    tflops: dict[str, float]
+    numerics_ok: dict[str, bool] = Field(default_factory=dict)
+
+
+class SpeedTable(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_: int = Field(1, alias="schema")
+    entries: list[SpeedEntry] = Field(default_factory=list)
+    source: str = ""  # where it was loaded from (not serialised meaningfully)
+
+    def matching(self, capability: tuple[int, int], dtype: str, head_size: int,
+                 seq_len: int | None = None) -> list[SpeedEntry]:
+        rows = [
+            e for e in self.entries
+            if tuple(e.capability) == tuple(capability) and e.dtype == dtype
+            and e.head_size == head_size
+        ]
+        if seq_len is not None:
+            rows = [e for e in rows if e.seq_len[0] <= seq_len <= e.seq_len[1]]
+        return rows
+
+
+def user_table_path() -> Path:
+    env = os.environ.get("VIT_SPEED_TABLE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vit_backend_plugin" / "speed_table.json"
+
+
+def load_shipped() -> SpeedTable:
+    ref = resources.files("vit_backend_plugin").joinpath("data/speed_table.json")
+    if not ref.is_file():
+        return SpeedTable(source="(no shipped table)")
+    table = SpeedTable.model_validate_json(ref.read_text())
+    table.source = "shipped table"
+    return table
+
+
+def load_user(path: Path | None = None) -> SpeedTable | None:
+    path = path or user_table_path()
+    if not path.is_file():
+        return None
+    table = SpeedTable.model_validate_json(path.read_text())
+    table.source = f"user table {path}"
+    return table
+
+
+def save_user(table: SpeedTable, path: Path | None = None) -> Path:
+    from vit_backend_plugin.rundir import atomic_write_text
+
+    path = path or user_table_path()
+    atomic_write_text(path, table.model_dump_json(by_alias=True, indent=2, exclude={"source"}) + "\n")
+    return path
+
+
+def combine(rows: list[SpeedEntry]) -> dict[str, Measurement]:
+    """One Measurement per backend measured in every row: geometric-mean TFLOP/s, and numerics
+    OK only if OK in every row."""
+    if not rows:
+        return {}
+    common = set.intersection(*(set(r.tflops) for r in rows))
+    out = {}
+    for name in sorted(common):
+        vals = [r.tflops[name] for r in rows]
+        if any(v <= 0 for v in vals):
+            continue
+        gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
+        ok = all(r.numerics_ok.get(name, False) for r in rows)
+        out[name] = Measurement(tflops=gm, numerics_ok=ok)
+    return out
+
+
+def lookup(capability: tuple[int, int] | None, dtype: str, head_size: int,
+           seq_len: int | None = None,
+           tables: list[SpeedTable] | None = None) -> tuple[dict[str, Measurement], str]:
+    """Measurements for this device/dtype/head size, and a description of where they came from."""
+    if capability is None:
+        return {}, ""
+    if tables is None:
+        tables = [t for t in (load_user(), load_shipped()) if t is not None]
+    for table in tables:  # first table with a match wins: user before shipped
+        rows = table.matching(capability, dtype, head_size, seq_len)
+        if rows:
+            shapes = ", ".join(r.shape or f"S{r.seq_len}" for r in rows)
+            return combine(rows), f"{table.source} ({rows[0].device}: {shapes})"
+    return {}, ""
+
+
+def dumps(table: SpeedTable) -> str:
+    return json.dumps(table.model_dump(by_alias=True, exclude={"source"}), indent=2)

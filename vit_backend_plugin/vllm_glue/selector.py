@@ -1,0 +1,110 @@
+"""Make the current vLLM platform's ``get_vit_attn_backend`` answer with our resolver.
+
+Every model reaches ViT backend selection through ``vision.get_vit_attn_backend`` ->
+``current_platform.get_vit_attn_backend``, so patching the platform class covers
+MMEncoderAttention and the models that ask directly (Qwen2/2.5/3-VL, GLM-4.1V, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from vit_backend_plugin import resolver, speed_table
+from vit_backend_plugin.backends import load_catalog, normalize_dtype
+from vit_backend_plugin.probe import runtime_features
+
+logger = logging.getLogger("vllm.vit_backend_plugin")
+
+ENV_VAR = "VIT_ATTN_BACKEND"
+_ORIGINAL: dict[str, object] = {}  # platform class qualname -> original attribute (or None)
+_LOGGED: set[tuple] = set()
+_WARNED: set[str] = set()
+
+
+def platform_kind(platform) -> str:
+    if platform.is_cuda():
+        return "cuda"
+    if platform.is_rocm():
+        return "rocm"
+    if platform.is_cpu():
+        return "cpu"
+    return "other"
+
+
+def build_request(platform, head_size: int, dtype, backend) -> resolver.ResolveRequest:
+    kind = platform_kind(platform)
+    cap = platform.get_device_capability() if kind in ("cuda", "rocm") else None
+    capability = (cap.major, cap.minor) if cap is not None else None
+    dtype_name = normalize_dtype(dtype)
+    if backend is not None:
+        explicit, source = backend.name, "mm_encoder_attn_backend"
+    elif os.environ.get(ENV_VAR):
+        explicit, source = os.environ[ENV_VAR], ENV_VAR
+    else:
+        explicit, source = None, ""
+    measured, measured_source = ({}, "")
+    if explicit is None and kind == "cuda":
+        measured, measured_source = speed_table.lookup(capability, dtype_name, head_size)
+    return resolver.ResolveRequest(
+        head_size=head_size, dtype=dtype_name, platform=kind, capability=capability,
+        features=runtime_features(kind), explicit=explicit, explicit_source=source,
+        measured=measured, measured_source=measured_source,
+    )
+
+
+def resolve_for_vllm(platform, head_size: int, dtype, backend=None):
+    """The AttentionBackendEnum member our resolver picks. Raises BackendSelectionError /
+    ResolverInputError for a bad explicit choice (user error, shown as is)."""
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    req = build_request(platform, head_size, dtype, backend)
+    res = resolver.resolve(req, load_catalog())
+    key = (res.chosen, req.head_size, req.dtype)
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        logger.info("%s", res.log_line(req.head_size, req.dtype))
+    return AttentionBackendEnum[res.chosen]
+
+
+def patch_platform(platform) -> None:
+    cls = type(platform)
+    key = f"{cls.__module__}.{cls.__qualname__}"
+    if key in _ORIGINAL:
+        return
+    _ORIGINAL[key] = cls.__dict__.get("get_vit_attn_backend")
+    stock = cls.get_vit_attn_backend  # bound classmethod, whatever class defines it
+
+    def get_vit_attn_backend(klass, head_size, dtype, backend=None):
+        try:
+            return resolve_for_vllm(platform, head_size, dtype, backend)
+        except (resolver.BackendSelectionError, resolver.ResolverInputError):
+            raise  # the user's explicit choice cannot run: say so clearly, don't second-guess
+        except Exception as e:  # our bug must not take vLLM down
+            if "resolve" not in _WARNED:
+                _WARNED.add("resolve")
+                logger.warning(
+                    "vit-backend-plugin: resolver failed (%s: %s); using stock vLLM ViT "
+                    "backend selection", type(e).__name__, e,
+                )
+            return stock(head_size, dtype, backend)
+
+    get_vit_attn_backend.__vit_backend_plugin__ = True
+    cls.get_vit_attn_backend = classmethod(get_vit_attn_backend)
+
+
+def unpatch_platform(platform) -> None:
+    cls = type(platform)
+    key = f"{cls.__module__}.{cls.__qualname__}"
+    if key not in _ORIGINAL:
+        return
+    orig = _ORIGINAL.pop(key)
+    if orig is None:
+        delattr(cls, "get_vit_attn_backend")
+    else:
+        cls.get_vit_attn_backend = orig
+
+
+def is_patched(platform) -> bool:
+    fn = getattr(type(platform).get_vit_attn_backend, "__func__", None)
+    return bool(getattr(fn, "__vit_backend_plugin__", False))
