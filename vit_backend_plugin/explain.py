@@ -7,7 +7,7 @@ import json
 import sys
 
 from vit_backend_plugin import speed_table
-from vit_backend_plugin.backends import FEATURES, PLATFORMS, load_catalog, normalize_dtype
+from vit_backend_plugin.backends import FEATURES, PLATFORMS, normalize_dtype
 from vit_backend_plugin.model_config import (
     ModelConfigError,
     load_config,
@@ -84,7 +84,6 @@ def _print_table(req: ResolveRequest, res) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    cat = load_catalog()
     dev = req.platform + (f" {req.capability[0]}.{req.capability[1]}" if req.capability else "")
     table = Table(title=f"ViT attention candidates: head_size={req.head_size}, dtype={req.dtype}, {dev}")
     table.add_column("backend")
