@@ -1,0 +1,183 @@
+"""The plugin against real vLLM 0.32 on its CPU platform (no mocks of vLLM): entry point,
+resolver in MMEncoderAttention, explicit choices, VLLM_PLUGINS, fault injection."""
+
+import importlib.metadata
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from _subproc import run_snippet  # noqa: E402
+
+# Common preamble: capture the plugin's log records, then load plugins the way vLLM does.
+PRE = """
+import json, logging, os
+records = []
+class H(logging.Handler):
+    def emit(self, r): records.append((r.levelname, r.getMessage()))
+logging.getLogger("vllm.vit_backend_plugin").addHandler(H())
+logging.getLogger("vllm.vit_backend_plugin").setLevel(logging.INFO)
+"""
+LOAD = """
+import vllm.plugins
+vllm.plugins.load_general_plugins()
+from vllm.platforms import current_platform
+"""
+BUILD = """
+import torch
+from vllm.config import VllmConfig, set_current_vllm_config
+from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
+def build(head=72):
+    with set_current_vllm_config(VllmConfig()):
+        return MMEncoderAttention(num_heads=2, head_size=head)
+"""
+
+
+def test_entry_point_is_declared():
+    eps = importlib.metadata.entry_points(group="vllm.general_plugins")
+    ours = [ep for ep in eps if ep.name == "vit_backend_plugin"]
+    assert len(ours) == 1 and ours[0].value == "vit_backend_plugin:register"
+
+
+def test_load_general_plugins_installs_resolver_in_mm_encoder_attention():
+    proc, res = run_snippet(PRE + LOAD + BUILD + """
+from vit_backend_plugin.plugin import status
+from vit_backend_plugin.vllm_glue.selector import is_patched
+layer = build(72)
+q = torch.randn(2, 9, 2 * 72)
+out = layer(q, q, q)
+ref = torch.nn.functional.scaled_dot_product_attention(
+    *(x.view(2, 9, 2, 72).transpose(1, 2) for x in (q, q, q))).transpose(1, 2).reshape(2, 9, 144)
+print("RESULT " + json.dumps({
+    "status": status(), "patched": is_patched(current_platform),
+    "cls": type(layer).__name__, "backend": layer.attn_backend.name,
+    "close": bool(torch.allclose(out, ref, atol=1e-5)), "records": records}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res["status"]["installed"] and res["patched"]
+    assert res["cls"] == "PluginMMEncoderAttention"
+    assert res["backend"] == "TORCH_SDPA" and res["close"]
+    infos = [m for lvl, m in res["records"] if lvl == "INFO" and m.startswith("ViT attention:")]
+    assert infos == ["ViT attention: TORCH_SDPA (head_size=72, dtype=float32; static order TORCH_SDPA)"]
+
+
+def test_explicit_choices_precedence_and_clear_errors():
+    proc, res = run_snippet(PRE + LOAD + """
+import torch
+from vllm.v1.attention.backends.registry import AttentionBackendEnum as E
+out = {}
+def ask(**kw):
+    try:
+        return current_platform.get_vit_attn_backend(80, torch.bfloat16, **kw).name
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+out["env_bad"] = ask()                                  # VIT_ATTN_BACKEND=FLASH_ATTN on CPU
+out["engine_arg_wins"] = ask(backend=E.TORCH_SDPA)      # engine arg beats the env var
+out["engine_arg_bad"] = ask(backend=E.TRITON_ATTN)
+out["plugin_member"] = E["VIT_TRITON"].name             # plugin backends are real enum members
+from vllm.config.multimodal import MultiModalConfig
+out["cli_parse"] = MultiModalConfig(mm_encoder_attn_backend="vit_triton").mm_encoder_attn_backend.name
+print("RESULT " + json.dumps(out))
+""", env={"VIT_ATTN_BACKEND": "FLASH_ATTN"})
+    assert res is not None, proc.stderr[-3000:]
+    assert res["env_bad"].startswith("BackendSelectionError: ViT attention backend FLASH_ATTN "
+                                      "(VIT_ATTN_BACKEND) cannot run here: not available on cpu")
+    assert res["env_bad"].endswith("Usable for head_size=80, dtype=bfloat16 on cpu: TORCH_SDPA")
+    assert res["engine_arg_wins"] == "TORCH_SDPA"
+    assert "TRITON_ATTN (mm_encoder_attn_backend) cannot run here" in res["engine_arg_bad"]
+    assert "AssertionError" not in res["engine_arg_bad"]
+    assert res["plugin_member"] == "VIT_TRITON" and res["cli_parse"] == "VIT_TRITON"
+
+
+def test_vllm_plugins_excluding_us_keeps_stock_behaviour():
+    proc, res = run_snippet(PRE + LOAD + """
+import torch
+from vllm.v1.attention.backends.registry import AttentionBackendEnum as E
+from vit_backend_plugin.plugin import status
+from vit_backend_plugin.vllm_glue.selector import is_patched
+try:
+    current_platform.get_vit_attn_backend(80, torch.bfloat16, backend=E.TRITON_ATTN)
+    stock = "no error"
+except AssertionError as e:
+    stock = "AssertionError"  # vLLM's own check, untouched
+print("RESULT " + json.dumps({"attempted": status()["attempted"], "patched": is_patched(current_platform),
+      "auto": current_platform.get_vit_attn_backend(80, torch.bfloat16).name, "stock": stock,
+      "members": "VIT_TRITON" in E.__members__}))
+""", env={"VLLM_PLUGINS": "some_other_plugin", "VIT_ATTN_BACKEND": "FLASH_ATTN"})
+    assert res is not None, proc.stderr[-3000:]
+    assert res == {"attempted": False, "patched": False, "auto": "TORCH_SDPA",
+                   "stock": "AssertionError", "members": False}
+
+
+FAULTS = {
+    # fault name -> code run before load_general_plugins()
+    "oot_registration_raises": """
+import vit_backend_plugin.vllm_glue.mm_encoder as m
+def boom(): raise RuntimeError("injected")
+m.register_oot = boom
+""",
+    "glue_import_fails": """
+import sys
+sys.modules["vit_backend_plugin.vllm_glue.selector"] = None  # import raises ImportError
+""",
+    "unsupported_vllm_version": """
+import vllm
+vllm.__version__ = "0.31.0"
+""",
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_register_faults_leave_stock_vllm_and_one_warning(fault):
+    proc, res = run_snippet(PRE + FAULTS[fault] + LOAD + BUILD + """
+from vit_backend_plugin.plugin import status
+from vllm.model_executor.custom_op import op_registry_oot
+import vllm.platforms.cpu as cpu
+layer = build(72)
+q = torch.randn(1, 5, 144)
+print("RESULT " + json.dumps({"status": status(), "oot": "MMEncoderAttention" in op_registry_oot,
+      "patched": "get_vit_attn_backend" in cpu.CpuPlatform.__dict__,
+      "cls": type(layer).__name__, "shape": list(layer(q, q, q).shape), "records": records}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res["status"]["attempted"] and not res["status"]["installed"]
+    assert not res["oot"] and not res["patched"]
+    assert res["cls"] == "MMEncoderAttention" and res["shape"] == [1, 5, 144]
+    warnings = [m for lvl, m in res["records"] if lvl == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("vit-backend-plugin disabled, stock vLLM")
+
+
+def test_resolution_fault_falls_back_to_stock_with_one_warning():
+    proc, res = run_snippet(PRE + LOAD + BUILD + """
+import vit_backend_plugin.resolver as r
+def boom(*a, **k): raise KeyError("injected")
+r.resolve = boom
+import vit_backend_plugin.vllm_glue.selector as s
+s.resolver = r
+names = [build(h).attn_backend.name for h in (72, 80, 64)]
+print("RESULT " + json.dumps({"names": names, "records": records}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res["names"] == ["TORCH_SDPA"] * 3  # stock CPU answer
+    warnings = [m for lvl, m in res["records"] if lvl == "WARNING"]
+    assert len(warnings) == 1 and "resolver failed (KeyError" in warnings[0]
+
+
+def test_register_is_idempotent_and_compute_max_seqlen_knows_plugin_backends():
+    proc, res = run_snippet(PRE + LOAD + BUILD + """
+import numpy as np
+import vit_backend_plugin, vllm.plugins
+vit_backend_plugin.register(); vit_backend_plugin.register()
+vllm.plugins.plugins_loaded = False
+vllm.plugins.load_general_plugins()
+from vllm.v1.attention.backends.registry import AttentionBackendEnum as E
+cu = np.array([0, 3, 10, 12])
+print("RESULT " + json.dumps({
+    "vit_triton": MMEncoderAttention.compute_max_seqlen(E.VIT_TRITON, cu),
+    "cudnn": MMEncoderAttention.compute_max_seqlen(E.TORCH_SDPA_CUDNN, cu),
+    "triton": MMEncoderAttention.compute_max_seqlen(E.TRITON_ATTN, cu),
+    "sdpa": MMEncoderAttention.compute_max_seqlen(E.TORCH_SDPA, cu),
+    "warnings": [m for l, m in records if l == "WARNING"]}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res == {"vit_triton": 7, "cudnn": 0, "triton": 7, "sdpa": 0, "warnings": []}

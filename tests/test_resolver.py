@@ -1,0 +1,194 @@
+"""The pure resolver: a decision table over head sizes, dtypes, capabilities and available
+kernels, seed 001's chain, explicit choices, measured speeds, and property tests."""
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vit_backend_plugin.backends import FEATURES, PLATFORMS, load_catalog
+from vit_backend_plugin.resolver import (
+    BackendSelectionError,
+    Measurement,
+    ResolveRequest,
+    ResolverInputError,
+    resolve,
+    validate,
+    why_unusable,
+)
+
+CAT = load_catalog()
+HEADS = [32, 64, 72, 80, 96, 100, 128, 256, 512]
+DTYPES = ["float16", "bfloat16", "float32"]
+CAPS = [(7, 5), (8, 0), (8, 9), (9, 0), (10, 0)]
+FULL = frozenset({"vllm_flash_attn", "flash_attn", "triton", "vit_triton_kernel",
+                  "torch_cudnn_sdpa", "torch_flash_sdpa", "xformers", "flashinfer"})
+AVAIL_SETS = {
+    "nothing": frozenset(),
+    "vllm-fa": frozenset({"vllm_flash_attn", "triton"}),
+    "upstream-fa": frozenset({"flash_attn", "triton"}),
+    "ours": frozenset({"triton", "vit_triton_kernel"}),
+    "full": FULL,
+    "full+fa4": FULL | {"vllm_fa4"},
+}
+
+
+def req(head, dtype="bfloat16", cap=(9, 0), feats=FULL, platform="cuda", **kw):
+    return ResolveRequest(head_size=head, dtype=dtype, platform=platform, capability=cap,
+                          features=frozenset(feats), **kw)
+
+
+def expected_static(head, dtype, cap, feats):
+    """Seed 001's chain written out by hand, independently of the catalog's static_order."""
+    cc = cap[0] + cap[1] / 10
+    half = dtype in ("float16", "bfloat16")
+    fa_ok = half and cc >= 8.0 and head % 8 == 0
+    if fa_ok and "vllm_flash_attn" in feats and (head <= 256 or (head <= 512 and "vllm_fa4" in feats)):
+        return "FLASH_ATTN"
+    if fa_ok and head <= 256 and "flash_attn" in feats:
+        return "FLASH_ATTN_UPSTREAM"
+    ours_cc = 8.0 if dtype == "bfloat16" else 7.5
+    if half and 32 <= head <= 256 and cc >= ours_cc and {"triton", "vit_triton_kernel"} <= feats:
+        return "VIT_TRITON"
+    return "TORCH_SDPA"
+
+
+@pytest.mark.parametrize("avail", list(AVAIL_SETS))
+def test_decision_table(avail):
+    feats = AVAIL_SETS[avail]
+    for head, dtype, cap in itertools.product(HEADS, DTYPES, CAPS):
+        res = resolve(req(head, dtype, cap, feats))
+        assert res.chosen == expected_static(head, dtype, cap, feats), (head, dtype, cap, avail)
+        assert res.how == "static"
+        by_name = {c.name: c for c in res.candidates}
+        assert by_name[res.chosen].usable
+        assert set(by_name) == set(CAT.backends)
+        for c in res.candidates:
+            assert c.usable == (c.reason == "")
+
+
+def test_seed001_head72_without_flash_attn_gives_install_hint():
+    # vLLM FA absent (e.g. a ROCm/other build) and upstream flash_attn not installed.
+    res = resolve(req(72, feats={"triton"}))
+    assert res.chosen == "TORCH_SDPA"
+    assert res.install_hint and "pip install flash-attn" in res.install_hint
+    assert "FLASH_ATTN_UPSTREAM: missing flash_attn" in res.why
+
+
+def test_no_install_hint_when_flash_attn_could_not_help():
+    assert resolve(req(100, feats={"triton"})).install_hint is None  # 100 % 8 != 0
+    assert resolve(req(72, feats=FULL)).install_hint is None  # vLLM FA is used
+    assert resolve(req(72, cap=(7, 5), feats={"triton"})).install_hint is None  # cc too low
+
+
+def test_cpu_is_always_sdpa():
+    for head, dtype in itertools.product(HEADS, DTYPES):
+        res = resolve(req(head, dtype, cap=None, feats=FULL, platform="cpu"))
+        assert res.chosen == "TORCH_SDPA"
+        assert res.usable == ["TORCH_SDPA"]
+
+
+def test_reasons_name_the_cause():
+    r = {c.name: c.reason for c in resolve(req(100, "bfloat16", (7, 5), feats=set())).candidates}
+    assert "multiple of 8" in r["FLASH_ATTN"]
+    assert "compute capability 7.5 < 8.0" in r["VIT_TRITON"]
+    assert "not in [64, 128, 256, 512]" in r["FLASHINFER"]
+    assert "rocm" in r["ROCM_AITER_FA"]
+    r = {c.name: c.reason for c in resolve(req(80, "float32", (9, 0))).candidates}
+    assert "dtype float32 not supported" in r["FLASH_ATTN"]
+    r = {c.name: c.reason for c in resolve(req(80, feats={"triton"})).candidates}
+    assert r["FLASH_ATTN"].startswith("missing vllm_flash_attn")
+
+
+def test_explicit_usable_is_honoured():
+    res = resolve(req(80, explicit="triton_attn", explicit_source="VIT_ATTN_BACKEND"))
+    assert (res.chosen, res.how) == ("TRITON_ATTN", "explicit")
+    assert "VIT_ATTN_BACKEND" in res.why
+
+
+def test_explicit_unusable_is_a_clear_error_listing_usable_backends():
+    with pytest.raises(BackendSelectionError) as e:
+        resolve(req(72, explicit="FLASHINFER", explicit_source="mm_encoder_attn_backend"))
+    msg = str(e.value)
+    assert "FLASHINFER (mm_encoder_attn_backend) cannot run here: head size 72 not in" in msg
+    assert "Usable for head_size=72, dtype=bfloat16 on cuda (compute capability 9.0):" in msg
+    assert "FLASH_ATTN" in msg.split("Usable")[1] and "TORCH_SDPA" in msg.split("Usable")[1]
+    assert "FLASHINFER" not in msg.split("Usable")[1]
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(head=0), "positive integer"),
+    (dict(head=-8), "positive integer"),
+    (dict(head=80, dtype="int8"), "unknown dtype"),
+    (dict(head=80, platform="tpu"), "unknown platform"),
+    (dict(head=80, explicit="NOPE"), "unknown ViT attention backend 'NOPE'"),
+])
+def test_bad_inputs(bad, match):
+    kw = dict(bad)
+    head = kw.pop("head")
+    with pytest.raises(ResolverInputError, match=match):
+        resolve(req(head, **kw))
+
+
+def test_dtype_aliases():
+    assert resolve(req(80, dtype="bf16")).chosen == resolve(req(80, dtype="torch.bfloat16")).chosen
+
+
+def test_measured_picks_fastest_usable_with_good_numerics():
+    measured = {
+        "FLASHINFER": Measurement(900),  # fastest, but head 80 unsupported -> skipped
+        "VIT_TRITON": Measurement(800, numerics_ok=False),  # numerics failed -> skipped
+        "TORCH_SDPA_CUDNN": Measurement(420),
+        "TORCH_SDPA": Measurement(270),
+    }
+    res = resolve(req(80, measured=measured, measured_source="test table"))
+    assert (res.chosen, res.how) == ("TORCH_SDPA_CUDNN", "measured")
+    assert "420 TFLOP/s" in res.why and "1.56x TORCH_SDPA" in res.why and "test table" in res.why
+
+
+def test_measured_without_usable_entry_falls_back_to_static():
+    res = resolve(req(80, feats={"triton"}, measured={"TORCH_SDPA_CUDNN": Measurement(420)}))
+    assert (res.chosen, res.how) == ("TORCH_SDPA", "static")
+
+
+def test_explicit_beats_measured():
+    res = resolve(req(80, explicit="TORCH_SDPA", measured={"VIT_TRITON": Measurement(999)}))
+    assert res.chosen == "TORCH_SDPA"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    head=st.integers(1, 600),
+    dtype=st.sampled_from(DTYPES),
+    platform=st.sampled_from(PLATFORMS),
+    cap=st.one_of(st.none(), st.tuples(st.integers(6, 12), st.integers(0, 9))),
+    feats=st.frozensets(st.sampled_from(sorted(FEATURES))),
+    speeds=st.dictionaries(st.sampled_from(sorted(CAT.backends)),
+                           st.tuples(st.floats(1, 1000), st.booleans()), max_size=5),
+)
+def test_chosen_is_always_usable(head, dtype, platform, cap, feats, speeds):
+    r = req(head, dtype, cap, feats, platform,
+            measured={k: Measurement(t, ok) for k, (t, ok) in speeds.items()})
+    res = resolve(r)
+    assert why_unusable(CAT.backends[res.chosen], validate(r, CAT)) is None
+    assert res.chosen in res.usable
+    if res.how == "measured":
+        m = r.measured[res.chosen]
+        assert m.numerics_ok
+        faster = [n for n, x in r.measured.items() if x.tflops > m.tflops and x.numerics_ok]
+        assert all(n not in res.usable for n in faster)
+
+
+@settings(max_examples=200, deadline=None)
+@given(head=st.integers(1, 600), dtype=st.sampled_from(DTYPES),
+       feats=st.frozensets(st.sampled_from(sorted(FEATURES))),
+       explicit=st.sampled_from(sorted(CAT.backends)))
+def test_explicit_is_chosen_iff_usable(head, dtype, feats, explicit):
+    r = req(head, dtype, (9, 0), feats, explicit=explicit)
+    usable = resolve(req(head, dtype, (9, 0), feats)).usable
+    if explicit in usable:
+        assert resolve(r).chosen == explicit
+    else:
+        with pytest.raises(BackendSelectionError):
+            resolve(r)
