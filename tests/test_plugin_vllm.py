@@ -181,3 +181,30 @@ print("RESULT " + json.dumps({
 """)
     assert res is not None, proc.stderr[-3000:]
     assert res == {"vit_triton": 7, "cudnn": 0, "triton": 7, "sdpa": 0, "warnings": []}
+
+
+def test_plugin_backend_dispatch_through_mm_encoder_attention():
+    """The OOT layer hands a plugin backend (our Triton kernel, run by Triton's CPU interpreter)
+    the varlen inputs vLLM's wrappers get, in both layouts, and returns vLLM's output layout."""
+    proc, res = run_snippet(PRE + LOAD + BUILD + """
+from vllm.v1.attention.backends.registry import AttentionBackendEnum as E
+layer = build(72)
+layer.attn_backend = E.VIT_TRITON
+torch.manual_seed(0)
+cu = torch.tensor([0, 7, 71, 72, 137], dtype=torch.int32)
+q, k, v = (torch.randn(1, 137, 2, 72) for _ in range(3))
+def ref():
+    outs = [torch.nn.functional.scaled_dot_product_attention(
+        *(x[:, a:b].transpose(1, 2) for x in (q, k, v))).transpose(1, 2)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())]
+    return torch.cat(outs, dim=1)
+r = ref()
+err = lambda o: float((o.reshape(r.shape) - r).norm() / r.norm())
+out4 = layer.forward_cuda(q, k, v, cu, torch.tensor(65))            # (b, s, h, d)
+out3 = layer.forward_cuda(*(x.reshape(1, 137, 144) for x in (q, k, v)), cu, torch.tensor(0))
+print("RESULT " + json.dumps({"shape4": list(out4.shape), "shape3": list(out3.shape),
+      "err4": err(out4), "err3": err(out3)}))
+""", env={"TRITON_INTERPRET": "1"})
+    assert res is not None, proc.stderr[-3000:]
+    assert res["shape4"] == [1, 137, 2, 72] and res["shape3"] == [1, 137, 144]
+    assert res["err4"] < 1e-4 and res["err3"] < 1e-4  # max_seqlen=0: derived from cu_seqlens
