@@ -1,0 +1,246 @@
+"""summary dict -> report.md and report.html (same tables: built once here as lists of strings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vit_backend_plugin.report.build import SPEED_METRICS
+
+ICON = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "ERROR": "💥"}
+MAX_MD_DIFF_ROWS = 100  # per backend in report.md; summary.json has them all
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    numeric_from: int = 1  # columns from here on are right-aligned
+
+
+@dataclass
+class View:
+    title: str
+    header: list[str]  # model, engine, tasks, thresholds
+    verdicts: list[tuple[str, str, str]]  # (backend, verdict, text)
+    problems: list[str]
+    tables: list[Table] = field(default_factory=list)
+    differing: list[Table] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- formatting
+def fmt_acc(value: float | None, stderr: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f} ± N/A"
+
+
+def fmt_num(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if abs(v) >= 10000 else f"{v:.4g}"
+
+
+def fmt_p(p: float | None) -> str:
+    return "—" if p is None else (f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}")
+
+
+def fmt_pts(x: float | None) -> str:
+    return "—" if x is None else f"{x * 100:+.2f}"
+
+
+def _metric_parts(metric: str | None) -> tuple[str, str]:
+    m, _, f = (metric or "").partition(",")
+    return m, f
+
+
+def _label(row: dict[str, Any]) -> str:
+    # lm-eval's table style: the requested task by name, subgroups/subjects indented by alias
+    return row["name"] if row["depth"] == 0 else "  " * (row["depth"] - 1) + " - " + row["alias"]
+
+
+# --------------------------------------------------------------------------- tables
+def _accuracy_tables(s: dict[str, Any]) -> list[Table]:
+    order = s["backend_order"]
+    by_backend = {n: {r["name"]: r for r in s["backends"][n]["results"]} for n in order}
+    ref = next((s["backends"][n]["results"] for n in order if s["backends"][n]["results"]), [])
+    head = ["Groups", "Version", "Filter", "n-shot", "Metric", *order]
+
+    def cells(row: dict[str, Any], label: str) -> list[str]:
+        m, f = _metric_parts(row["metric"])
+        vals = []
+        for n in order:
+            r = by_backend[n].get(row["name"])
+            vals.append(fmt_acc(r["value"], r["stderr"]) if r else s["backends"][n]["state"])
+        ver = "" if row["version"] is None else str(row["version"])
+        shot = "" if row["n_shot"] is None else str(row["n_shot"])
+        return [label, ver.removesuffix(".0"), f, shot, m, *vals]
+
+    groups = [cells(r, _label(r)) for r in ref if r["is_group"] or r["depth"] == 0]
+    subjects = [cells(r, r["alias"]) for r in ref if not r["is_group"] and r["depth"] > 0]
+    out = [Table("Accuracy (lm-eval, value ± stderr)", head, groups, numeric_from=5)]
+    if subjects:
+        head_s = ["Subject", *head[1:]]
+        out.append(Table("Accuracy per subject", head_s, subjects, numeric_from=5))
+    return out
+
+
+def _parity_table(s: dict[str, Any]) -> Table:
+    t = s["thresholds"]
+    head = ["Backend", "Items", "Agreement", "b (base ✓, cand ✗)", "c (base ✗, cand ✓)",
+            "McNemar p", "Δacc (pts)", f"{t['confidence']:.0%} CI (pts)", "Verdict"]
+    rows = []
+    for name, p in s["parity"].items():
+        if p["verdict"] == "ERROR":
+            rows.append([name, "—", "—", "—", "—", "—", "—", "—", f"{ICON['ERROR']} ERROR"])
+            continue
+        agree = "—" if p["agreement"] is None else f"{p['agreement']:.1%}"
+        ci = "—" if p["ci_low"] is None else f"[{fmt_pts(p['ci_low'])}, {fmt_pts(p['ci_high'])}]"
+        rows.append([name, str(p["n"]), agree, str(p["b"]), str(p["c"]), fmt_p(p["mcnemar_p"]),
+                     fmt_pts(p["delta_acc"]), ci, f"{ICON[p['verdict']]} {p['verdict']}"])
+    note = (f"Paired on the same items against baseline **{s['baseline']}**. PASS: McNemar exact "
+            f"p ≥ {t['alpha']:g} and the whole CI of Δacc within ±{t['max_abs_delta_points']:g} pts "
+            f"(≥ {t['min_items']} items); FAIL: p < {t['alpha']:g} or the CI entirely outside; "
+            "otherwise INCONCLUSIVE. Agreement: same parsed answer (lm-eval's MMMU parser).")
+    return Table(f"Parity vs baseline {s['baseline']}", head, rows, note=note)
+
+
+def _speed_table(s: dict[str, Any]) -> Table | None:
+    order = s["backend_order"]
+    present = {k for n in order for k in s["backends"][n]["throughput"]}
+    if not present:
+        return None
+    keys = [k for k in SPEED_METRICS if k in present] + sorted(present - set(SPEED_METRICS))
+    head = ["Backend", *[SPEED_METRICS.get(k, (k, True))[0] for k in keys]]
+    rows = []
+    for n in order:
+        b = s["backends"][n]
+        row = [n + (" (baseline)" if n == s["baseline"] else "")]
+        for k in keys:
+            v, x = b["throughput"].get(k), b["speedup"].get(k)
+            row.append(f"{fmt_num(v)} (×{x:.2f})" if v is not None and x is not None
+                       else fmt_num(v) if v is not None else b["state"])
+        rows.append(row)
+    note = ("Medians over repeats, warm-up excluded (throughput.json). (×N) is the speedup over the "
+            "baseline: candidate/baseline for rates, baseline/candidate for latencies; > 1 is faster.")
+    return Table("Speed", head, rows, note=note)
+
+
+def _differing_tables(s: dict[str, Any], limit: int | None) -> list[Table]:
+    base = s["baseline"]
+    out = []
+    for name, p in s["parity"].items():
+        items = p.get("differing_items") or []
+        if p["verdict"] == "ERROR":
+            continue
+        mark = {True: "✓", False: "✗"}
+        shown = items if limit is None else items[:limit]
+        rows = [[d["subject"], str(d["doc_id"]), d["target"],
+                 f"{d['baseline_answer']} {mark[d['baseline_correct']]}",
+                 f"{d['answer']} {mark[d['correct']]}"] for d in shown]
+        note = "" if len(shown) == len(items) else f"… and {len(items) - len(shown)} more (all in summary.json)"
+        if not items:
+            note = "none: every item got the same parsed answer and score"
+        head = ["Subject", "Doc id", "Target", f"{base} (baseline)", name]
+        out.append(Table(f"{name} vs {base}: {len(items)} item(s) differ", head, rows, note=note,
+                         numeric_from=99))
+    return out
+
+
+def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+    out = []
+    b0 = s["backends"][s["baseline"]]
+    base_text = (f"baseline: {b0['task']} {_metric_parts(b0['metric'])[0]} "
+                 f"{fmt_acc(b0['accuracy'], b0['stderr'])} (n={b0['n_items']})"
+                 if b0["accuracy"] is not None else f"baseline: no accuracy ({b0['state']})")
+    if b0["problems"]:
+        base_text += " — " + "; ".join(b0["problems"])
+    out.append((s["baseline"], "BASELINE", base_text))
+    for name, p in s["parity"].items():
+        b = s["backends"][name]
+        extra = ""
+        if b["accuracy"] is not None:
+            extra = f" ({_metric_parts(b['metric'])[0]} {fmt_acc(b['accuracy'], b['stderr'])})"
+        out.append((name, p["verdict"], p["reason"] + extra))
+    return out
+
+
+def build_view(s: dict[str, Any], diff_limit: int | None) -> View:
+    t = s["thresholds"]
+    header = [
+        f"model `{s['model']}`", f"engine `{s['engine']}`", "tasks " + ", ".join(f"`{x}`" for x in s["tasks"]),
+        f"baseline **{s['baseline']}**",
+        f"thresholds: α={t['alpha']:g}, |Δacc| ≤ {t['max_abs_delta_points']:g} pts, "
+        f"{t['confidence']:.0%} CI, ≥ {t['min_items']} items",
+    ]
+    problems = list(s["problems"]) + [
+        f"{n}: {p}" for n in s["backend_order"] for p in s["backends"][n]["problems"]
+    ]
+    tables = _accuracy_tables(s) + [_parity_table(s)]
+    speed = _speed_table(s)
+    if speed:
+        tables.append(speed)
+    return View(f"ViT backend parity: {s['run_id']}", header, _verdicts(s), problems, tables,
+                _differing_tables(s, diff_limit))
+
+
+# --------------------------------------------------------------------------- markdown
+def _md_cell(x: str) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(t: Table, level: str = "##") -> str:
+    lines = [f"{level} {t.title}", ""]
+    if t.rows:
+        align = [":---" if i < t.numeric_from else "---:" for i in range(len(t.headers))]
+        lines.append("| " + " | ".join(map(_md_cell, t.headers)) + " |")
+        lines.append("|" + "|".join(align) + "|")
+        lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in t.rows]
+        lines.append("")
+    if t.note:
+        lines += [t.note, ""]
+    return "\n".join(lines)
+
+
+def render_markdown(s: dict[str, Any]) -> str:
+    v = build_view(s, MAX_MD_DIFF_ROWS)
+    out = [f"# {v.title}", "", " · ".join(v.header), ""]
+    for name, verdict, text in v.verdicts:
+        icon = ICON.get(verdict, "🔹")
+        label = "" if verdict == "BASELINE" else f" {verdict}"
+        out.append(f"- {icon} **{name}**{label}: {_md_cell(text)}")
+    out.append("")
+    if v.problems:
+        out += ["## Problems", ""] + [f"- {_md_cell(p)}" for p in v.problems] + [""]
+    for t in v.tables:
+        if t.title == "Accuracy per subject":
+            out += ["<details><summary>Accuracy per subject</summary>", "",
+                    _md_table(t, "###"), "</details>", ""]
+        else:
+            out.append(_md_table(t))
+    if v.differing:
+        out += ["## Items whose answers differ", ""]
+        out += [_md_table(t, "###") for t in v.differing]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- html
+def render_html(s: dict[str, Any]) -> str:
+    import jinja2
+
+    from vit_backend_plugin.report import plots
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("vit_backend_plugin.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    # emoji need an emoji font (headless browsers often lack one); the HTML colours verdicts instead
+    icons = [*ICON.values(), "🔹"]
+    env.filters["noicon"] = lambda x: str(x).replace(icons[0], "").replace(icons[1], "").replace(
+        icons[2], "").replace(icons[3], "").replace(icons[4], "").strip()
+    view = build_view(s, None)
+    images = [img for img in (plots.accuracy_png(s), plots.speed_png(s)) if img]
+    return env.get_template("report.html.j2").render(v=view, icons=ICON, images=images)
