@@ -1,0 +1,71 @@
+"""bench-kernels helpers that need no GPU: shape parsing, buckets, ratios, speed-table rows."""
+
+import json
+
+import pytest
+
+from vit_backend_plugin.kernels import bench
+
+
+def test_parse_shape():
+    s = bench.parse_shape("d80:16x1024")
+    assert (s.head_dim, s.lens, s.heads) == (80, [1024] * 16, 16)
+    s = bench.parse_shape("mine=72:64,729@12/4")
+    assert (s.name, s.head_dim, s.lens, s.heads, s.kv_heads) == ("mine", 72, [64, 729], 12, 4)
+    assert s.flops == 4 * (64**2 + 729**2) * 72 * 12
+    with pytest.raises(ValueError):
+        bench.parse_shape("80x16")
+
+
+def test_seq_buckets():
+    assert bench.seq_bucket([64] * 3) == (1, 128)
+    assert bench.seq_bucket([1024]) == (129, 1024)
+    assert bench.seq_bucket([64, 4096]) == (1, 4096)
+    assert bench.seq_bucket([16384]) == (4097, 1_000_000)
+
+
+def test_summary_and_speed_table(tmp_path):
+    rows = []
+    for name, d, lens in bench.DEFAULT_SHAPES:
+        rows.append({"shape": {"name": name, "head_dim": d, "lens": lens}, "results": [
+            {"candidate": "VIT_TRITON", "tflops": 300.0, "numerics_ok": True},
+            {"candidate": "TORCH_SDPA_CUDNN", "tflops": 320.0, "numerics_ok": True},
+            {"candidate": "TRITON_ATTN", "tflops": 50.0, "numerics_ok": True},
+            {"candidate": "SDPA_FLASH", "tflops": 200.0, "numerics_ok": True}]})
+    s = bench.summarize(rows)
+    by = {c["target"]: c["ok"] for c in s["checks"]}
+    assert by["SigLIP d72, 32 x 729: ours >= 0.8x cuDNN"] is True
+    assert by["mixed lengths d80: ours >= 1.0x cuDNN"] is False  # 300/320 < 1.0
+    assert abs(s["geomean_ours_vs_stock_triton"] - 6.0) < 1e-9
+    entries = bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16")
+    assert set(entries[0]["tflops"]) == {"VIT_TRITON", "TORCH_SDPA_CUDNN", "TRITON_ATTN"}  # table names only
+    path = tmp_path / "t.json"
+    bench.write_speed_table(str(path), entries)
+    from vit_backend_plugin import speed_table
+
+    table = speed_table.SpeedTable.model_validate_json(path.read_text())
+    assert len(table.entries) == len(bench.DEFAULT_SHAPES)
+
+
+def test_shipped_speed_table_is_valid_and_from_h100():
+    from importlib import resources
+
+    from vit_backend_plugin import speed_table
+
+    raw = json.loads(resources.files("vit_backend_plugin").joinpath("data/speed_table.json").read_text())
+    table = speed_table.SpeedTable.model_validate(raw)
+    assert table.entries and all(e.device.startswith("NVIDIA H100") for e in table.entries)
+    assert all(e.numerics_ok.get("VIT_TRITON") for e in table.entries)
+
+
+def test_kernel_config_table_covers_every_head_dim():
+    torch = pytest.importorskip("torch")
+    from vit_backend_plugin.kernels.triton_vit import pick_config
+
+    for d in range(32, 257):
+        for ms in (1, 64, 65, 1024, 100000):
+            for dt in (torch.bfloat16, torch.float32):
+                cfg = pick_config(d, ms, dt)
+                assert cfg["kernel"] in ("main", "packed")
+                if cfg["kernel"] == "packed":
+                    assert ms <= 64

@@ -1,0 +1,114 @@
+"""Bad inputs to our kernels raise a clear ValueError before any launch (CPU tensors: a launch
+would fail differently, so reaching one would not raise ValueError)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from vit_backend_plugin.kernels import KERNELS, sdpa_cudnn_attention, vit_attention  # noqa: E402
+
+
+def make(t=10, h=2, hkv=2, d=64, dtype=torch.bfloat16):
+    q = torch.randn(t, h, d).to(dtype)
+    k = torch.randn(t, hkv, d).to(dtype)
+    v = torch.randn(t, hkv, d).to(dtype)
+    cu = torch.tensor([0, 4, t], dtype=torch.int32)
+    return q, k, v, cu
+
+
+@pytest.mark.parametrize("fn", [vit_attention, sdpa_cudnn_attention])
+@pytest.mark.parametrize("case,match", [
+    ("dtype", "dtype"),
+    ("mixed_dtype", "dtype"),
+    ("heads", "num_kv_heads"),
+    ("cu_dtype", "int32"),
+    ("cu_monotonic", "monotonic"),
+    ("cu_last", "tokens"),
+    ("cu_start", "start at 0"),
+    ("head_dim_small", "out of range"),
+    ("head_dim_big", "out of range"),
+    ("head_dim_mismatch", "head_dim"),
+    ("rank", "total_tokens, num_heads, head_dim"),
+    ("tokens", "tokens"),
+    ("kv_shape", "shapes differ"),
+    ("max_seqlen", "max_seqlen"),
+    ("max_seqlen_small", "longest"),
+    ("cu_rank", "1-D"),
+    ("stride", "contiguous"),
+])
+def test_bad_input_raises(fn, case, match):
+    q, k, v, cu = make()
+    ms = 6
+    if case == "dtype":
+        q, k, v = q.to(torch.int16), k.to(torch.int16), v.to(torch.int16)
+    elif case == "mixed_dtype":
+        k = k.half()
+    elif case == "heads":
+        q, k, v, cu = make(h=3, hkv=2)
+    elif case == "cu_dtype":
+        cu = cu.long()
+    elif case == "cu_monotonic":
+        cu = torch.tensor([0, 7, 4, 10], dtype=torch.int32)
+    elif case == "cu_last":
+        cu = torch.tensor([0, 4, 9], dtype=torch.int32)
+    elif case == "cu_start":
+        cu = torch.tensor([1, 4, 10], dtype=torch.int32)
+    elif case == "head_dim_small":
+        q, k, v, cu = make(d=16)
+    elif case == "head_dim_big":
+        q, k, v, cu = make(d=264)
+    elif case == "head_dim_mismatch":
+        k, v = k[..., :32], v[..., :32]
+    elif case == "rank":
+        q = q.reshape(1, *q.shape)
+    elif case == "tokens":
+        k, v = k[:8], v[:8]
+    elif case == "kv_shape":
+        v = torch.randn(10, 1, 64).to(torch.bfloat16)
+    elif case == "max_seqlen":
+        ms = 6.5
+    elif case == "max_seqlen_small":
+        ms = 3
+    elif case == "cu_rank":
+        cu = cu.reshape(1, -1)
+    elif case == "stride":
+        q = torch.randn(10, 2, 128).to(torch.bfloat16)[..., ::2]
+    with pytest.raises(ValueError, match=match):
+        fn(q, k, v, cu, ms)
+
+
+def test_device_cu_checks_need_debug_flag(monkeypatch):
+    from vit_backend_plugin.kernels._validate import check_inputs, debug_checks_enabled
+
+    monkeypatch.setenv("VIT_KERNELS_DEBUG", "1")
+    assert debug_checks_enabled()
+    monkeypatch.setenv("VIT_KERNELS_DEBUG", "0")
+    assert not debug_checks_enabled()
+    q, k, v, cu = make()
+    cu2, ms = check_inputs(q, k, v, cu, torch.tensor(6))  # 0-d tensor max_seqlen is accepted
+    assert ms == 6 and cu2.dtype == torch.int32
+
+
+def test_cudnn_rejects_fp32_and_odd_head_dim():
+    q, k, v, cu = make(dtype=torch.float32)
+    with pytest.raises(ValueError, match="dtype"):
+        sdpa_cudnn_attention(q, k, v, cu, 6)
+    q, k, v, cu = make(d=36)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        sdpa_cudnn_attention(q, k, v, cu, 6)
+
+
+def test_kernels_registry_names():
+    assert set(KERNELS) == {"VIT_TRITON", "TORCH_SDPA_CUDNN"}
+    assert KERNELS["VIT_TRITON"] is vit_attention
+
+
+def test_import_does_not_init_cuda():
+    import subprocess
+    import sys
+
+    code = ("import torch, vit_backend_plugin.kernels as k, vit_backend_plugin.kernels.bench as b; "
+            "print(torch.cuda.is_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().endswith("False"), out.stderr[-2000:]

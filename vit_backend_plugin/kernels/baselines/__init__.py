@@ -1,0 +1,1 @@
+"""Benchmark-only baselines (verbatim third-party kernels; never used at runtime)."""

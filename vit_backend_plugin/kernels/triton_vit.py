@@ -1,0 +1,345 @@
+"""VIT_TRITON: varlen, non-causal flash-attention forward for ViT encoders, in Triton.
+
+Layout: q [total_tokens, Hq, D], k/v [total_tokens, Hkv, D] (Hq % Hkv == 0: GQA), cu_seqlens
+int32 [batch + 1]; one launch for the whole batch. Design notes (numbers in reports/kernels/NOTES.md):
+
+* Head dim split. D is covered by a power-of-two chunk D0 plus, when needed, a second chunk D1
+  (>= 16, the smallest tl.dot K/N), e.g. 72 -> 64+16, 80 -> 64+16, 96 -> 64+32, instead of padding
+  to the next power of two (72 -> 128 wastes 44% of every matrix op). Only the D1 chunk is masked.
+* Vectorised loads at odd head strides. Triton only assumes 16-element divisibility for integer
+  args that actually are multiples of 16, so a head stride of 72 would make every pointer look
+  2-byte aligned and kill 16-byte loads. The host computes the largest power of two that divides
+  every stride (STRIDE_ALIGN, capped at 16) and passes stride // STRIDE_ALIGN; the kernel
+  multiplies back by the constexpr, which the compiler's alignment analysis can see
+  (tl.multiple_of on a bare argument is dropped: checked in the PTX, see NOTES.md).
+* Full key blocks run unmasked; only one block per sequence (the partial one) pays for masking.
+* Short sequences (e.g. Qwen2.5-VL's 64-token windows) take a packed path: one program handles
+  PACK sequences of one head in a pipelined loop, one tile each (no online softmax needed).
+* Block shapes, warps, stages and the K/V cache modifier come from kernels/configs.json, keyed
+  by head_dim and max_seqlen buckets (data, re-tunable: see reports/kernels/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import cache
+from importlib import resources
+
+import torch
+import triton
+import triton.language as tl
+
+from vit_backend_plugin.kernels._validate import check_inputs
+
+LOG2E = 1.4426950408889634
+
+
+def interpret_mode() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@triton.jit
+def _mm(a, b, acc, prec: tl.constexpr, UPCAST: tl.constexpr):
+    # UPCAST: the Triton interpreter (3.7) multiplies bf16 tiles wrongly; run them as fp32 there.
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc, input_precision=prec)
+
+
+@triton.jit
+def _attn_fwd_main(
+    Q, K, V, Out, CU, qk_scale,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+    CACHE_KV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)  # fastest: the m-blocks of one (seq, head) share K/V in L2
+    pid_b = tl.program_id(1)
+    pid_h = tl.program_id(2)
+    seq_start = tl.load(CU + pid_b)
+    seqlen = tl.load(CU + pid_b + 1) - seq_start
+    m0 = pid_m * BLOCK_M
+    if m0 >= seqlen:
+        return
+    # Strides arrive divided by STRIDE_ALIGN; multiplying by the constexpr tells the compiler
+    # their divisibility (tl.multiple_of on a bare kernel argument is silently dropped).
+    stride_qt = stride_qt * STRIDE_ALIGN
+    stride_qh = stride_qh * STRIDE_ALIGN
+    stride_kt = stride_kt * STRIDE_ALIGN
+    stride_kh = stride_kh * STRIDE_ALIGN
+    stride_vt = stride_vt * STRIDE_ALIGN
+    stride_vh = stride_vh * STRIDE_ALIGN
+    stride_ot = stride_ot * STRIDE_ALIGN
+    stride_oh = stride_oh * STRIDE_ALIGN
+    kv_h = pid_h // GROUP
+    row0 = (seq_start + m0).to(tl.int64)
+    kv0 = seq_start.to(tl.int64)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d0 = tl.arange(0, D0)
+    m_ok = offs_m < seqlen - m0
+
+    q_base = Q + row0 * stride_qt + pid_h * stride_qh
+    k_base = K + kv0 * stride_kt + kv_h * stride_kh
+    v_base = V + kv0 * stride_vt + kv_h * stride_vh
+    # K is loaded as [D, BLOCK_N] (K^T), V as [BLOCK_N, D].
+    d0_ok = offs_d0 < HEAD_DIM  # all true unless D0 is padded (no split)
+    q0 = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d0[None, :],
+                 mask=m_ok[:, None] & d0_ok[None, :], other=0.0)
+    k0_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d0[:, None]
+    v0_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d0[None, :]
+    if D1 > 0:
+        offs_d1 = D0 + tl.arange(0, D1)
+        d1_ok = offs_d1 < HEAD_DIM
+        q1 = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d1[None, :],
+                     mask=m_ok[:, None] & d1_ok[None, :], other=0.0)
+        k1_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d1[:, None]
+        v1_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d1[None, :]
+    prec: tl.constexpr = "ieee" if IEEE else "tf32"
+
+    # One masked block first, then unmasked full blocks; no runtime `if` around the dots (a
+    # masked tail block under `if` miscompiled with the head-dim split on Triton 3.6, NOTES.md).
+    # With a partial block (rem > 0) it is the masked one; otherwise block 0 is (all valid).
+    n_full = (seqlen // BLOCK_N) * BLOCK_N
+    rem = seqlen - n_full
+    first = tl.where(rem > 0, n_full, 0)
+    n_valid = tl.where(rem > 0, rem, BLOCK_N)
+    lo = tl.where(rem > 0, 0, BLOCK_N)
+    hi = tl.where(rem > 0, n_full, seqlen)
+
+    n_ok = offs_n < n_valid
+    kt_off = first * stride_kt
+    vt_off = first * stride_vt
+    k0 = tl.load(k0_ptrs + kt_off, mask=n_ok[None, :] & d0_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
+    qk = _mm(q0, k0, None, prec, UPCAST)
+    if D1 > 0:
+        k1 = tl.load(k1_ptrs + kt_off, mask=n_ok[None, :] & d1_ok[:, None], other=0.0,
+                     cache_modifier=CACHE_KV)
+        qk = _mm(q1, k1, qk, prec, UPCAST)
+    qk = tl.where(n_ok[None, :], qk * qk_scale, float("-inf"))
+    m_i = tl.max(qk, 1)
+    p = tl.math.exp2(qk - m_i[:, None])
+    l_i = tl.sum(p, 1)
+    v0 = tl.load(v0_ptrs + vt_off, mask=n_ok[:, None] & d0_ok[None, :], other=0.0, cache_modifier=CACHE_KV)
+    acc0 = _mm(p.to(v0.dtype), v0, None, prec, UPCAST)
+    if D1 > 0:
+        v1 = tl.load(v1_ptrs + vt_off, mask=n_ok[:, None] & d1_ok[None, :], other=0.0,
+                     cache_modifier=CACHE_KV)
+        acc1 = _mm(p.to(v1.dtype), v1, None, prec, UPCAST)
+
+    for start_n in range(lo, hi, BLOCK_N):  # full key blocks: no masks at all
+        kt_off = start_n * stride_kt
+        vt_off = start_n * stride_vt
+        if D0 > HEAD_DIM:
+            k0 = tl.load(k0_ptrs + kt_off, mask=d0_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
+        else:
+            k0 = tl.load(k0_ptrs + kt_off, cache_modifier=CACHE_KV)
+        qk = _mm(q0, k0, None, prec, UPCAST)
+        if D1 > 0:
+            k1 = tl.load(k1_ptrs + kt_off, mask=d1_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
+            qk = _mm(q1, k1, qk, prec, UPCAST)
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+        if D0 > HEAD_DIM:
+            v0 = tl.load(v0_ptrs + vt_off, mask=d0_ok[None, :], other=0.0, cache_modifier=CACHE_KV)
+        else:
+            v0 = tl.load(v0_ptrs + vt_off, cache_modifier=CACHE_KV)
+        acc0 = _mm(p.to(v0.dtype), v0, acc0 * alpha[:, None], prec, UPCAST)
+        if D1 > 0:
+            v1 = tl.load(v1_ptrs + vt_off, mask=d1_ok[None, :], other=0.0, cache_modifier=CACHE_KV)
+            acc1 = _mm(p.to(v1.dtype), v1, acc1 * alpha[:, None], prec, UPCAST)
+
+    inv_l = 1.0 / l_i
+    o_base = Out + row0 * stride_ot + pid_h * stride_oh
+    tl.store(o_base + offs_m[:, None] * stride_ot + offs_d0[None, :],
+             (acc0 * inv_l[:, None]).to(Out.dtype.element_ty), mask=m_ok[:, None] & d0_ok[None, :])
+    if D1 > 0:
+        tl.store(o_base + offs_m[:, None] * stride_ot + offs_d1[None, :],
+                 (acc1 * inv_l[:, None]).to(Out.dtype.element_ty), mask=m_ok[:, None] & d1_ok[None, :])
+
+
+@triton.jit
+def _attn_fwd_packed(
+    Q, K, V, Out, CU, qk_scale, batch,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
+    BLOCK: tl.constexpr, PACK: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+    CACHE_KV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Sequences no longer than BLOCK: PACK of them per program (one head), one tile each. The
+    loop over sequences is software-pipelined, so the next window's loads overlap this one's math."""
+    pid_p = tl.program_id(0)
+    pid_h = tl.program_id(1)
+    # Strides arrive divided by STRIDE_ALIGN; multiplying by the constexpr tells the compiler
+    # their divisibility (tl.multiple_of on a bare kernel argument is silently dropped).
+    stride_qt = stride_qt * STRIDE_ALIGN
+    stride_qh = stride_qh * STRIDE_ALIGN
+    stride_kt = stride_kt * STRIDE_ALIGN
+    stride_kh = stride_kh * STRIDE_ALIGN
+    stride_vt = stride_vt * STRIDE_ALIGN
+    stride_vh = stride_vh * STRIDE_ALIGN
+    stride_ot = stride_ot * STRIDE_ALIGN
+    stride_oh = stride_oh * STRIDE_ALIGN
+    kv_h = pid_h // GROUP
+    prec: tl.constexpr = "ieee" if IEEE else "tf32"
+    offs = tl.arange(0, BLOCK)
+    offs_d0 = tl.arange(0, D0)
+    d0_ok = offs_d0 < HEAD_DIM
+    if D1 > 0:
+        offs_d1 = D0 + tl.arange(0, D1)
+        d1_ok = offs_d1 < HEAD_DIM
+    for i in range(PACK):
+        b = pid_p * PACK + i
+        b_ok = b < batch
+        b = tl.minimum(b, batch - 1)
+        start = tl.load(CU + b)
+        seqlen = tl.where(b_ok, tl.load(CU + b + 1) - start, 0)
+        start = start.to(tl.int64)
+        r_ok = offs < seqlen
+        q_base = Q + start * stride_qt + pid_h * stride_qh
+        k_base = K + start * stride_kt + kv_h * stride_kh
+        v_base = V + start * stride_vt + kv_h * stride_vh
+        q0 = tl.load(q_base + offs[:, None] * stride_qt + offs_d0[None, :],
+                     mask=r_ok[:, None] & d0_ok[None, :], other=0.0)
+        k0 = tl.load(k_base + offs[None, :] * stride_kt + offs_d0[:, None],
+                     mask=r_ok[None, :] & d0_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
+        qk = _mm(q0, k0, None, prec, UPCAST)
+        if D1 > 0:
+            q1 = tl.load(q_base + offs[:, None] * stride_qt + offs_d1[None, :],
+                         mask=r_ok[:, None] & d1_ok[None, :], other=0.0)
+            k1 = tl.load(k_base + offs[None, :] * stride_kt + offs_d1[:, None],
+                         mask=r_ok[None, :] & d1_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
+            qk = _mm(q1, k1, qk, prec, UPCAST)
+        qk = tl.where(r_ok[None, :], qk * qk_scale, float("-inf"))
+        m = tl.maximum(tl.max(qk, 1), -1.0e30)  # rows past seqlen: finite, never stored
+        p = tl.math.exp2(qk - m[:, None])
+        inv_l = 1.0 / tl.maximum(tl.sum(p, 1), 1.0e-30)
+        o_base = Out + start * stride_ot + pid_h * stride_oh
+        v0 = tl.load(v_base + offs[:, None] * stride_vt + offs_d0[None, :],
+                     mask=r_ok[:, None] & d0_ok[None, :], other=0.0, cache_modifier=CACHE_KV)
+        o0 = _mm(p.to(v0.dtype), v0, None, prec, UPCAST) * inv_l[:, None]
+        tl.store(o_base + offs[:, None] * stride_ot + offs_d0[None, :], o0.to(Out.dtype.element_ty),
+                 mask=r_ok[:, None] & d0_ok[None, :])
+        if D1 > 0:
+            v1 = tl.load(v_base + offs[:, None] * stride_vt + offs_d1[None, :],
+                         mask=r_ok[:, None] & d1_ok[None, :], other=0.0, cache_modifier=CACHE_KV)
+            o1 = _mm(p.to(v1.dtype), v1, None, prec, UPCAST) * inv_l[:, None]
+            tl.store(o_base + offs[:, None] * stride_ot + offs_d1[None, :], o1.to(Out.dtype.element_ty),
+                     mask=r_ok[:, None] & d1_ok[None, :])
+
+
+# ---------------------------------------------------------------- host side
+
+
+def split_head_dim(head_dim: int, min_d1: int = 16) -> tuple[int, int]:
+    """(D0, D1): D0 the largest power of two <= head_dim; D1 covers the rest (0, or a power of
+    two >= min_d1). 64 -> (64, 0), 72 -> (64, 16), 80 -> (64, 16), 96 -> (64, 32), 200 -> (128, 128).
+    min_d1 >= D0 means no split: one chunk padded to the next power of two."""
+    d0 = 1 << (head_dim.bit_length() - 1)
+    rest = head_dim - d0
+    if rest and min_d1 >= d0:
+        return triton.next_power_of_2(head_dim), 0
+    d1 = 0 if rest == 0 else max(min_d1, triton.next_power_of_2(rest))
+    return d0, d1
+
+
+def _stride_align(*tensors: torch.Tensor) -> int:
+    """Largest power of two (<= 16) dividing every token/head stride: what tl.multiple_of may claim."""
+    g = 0
+    for t in tensors:
+        g = math.gcd(g, t.stride(0), t.stride(1))
+    g = g or 16
+    return math.gcd(g, 16)
+
+
+@cache
+def load_configs() -> dict:
+    """The user-local table from `vit-parity tune --kernel-configs` ($VIT_TRITON_CONFIGS or
+    ~/.cache/vit_backend_plugin/vit_triton_configs.json) if present, else kernels/configs.json."""
+    from vit_backend_plugin.kernels.tune import user_configs_path
+
+    path = user_configs_path()
+    if path.is_file():
+        with open(path) as f:
+            return json.load(f)
+    return json.loads(resources.files("vit_backend_plugin.kernels").joinpath("configs.json").read_text())
+
+
+def pick_config(head_dim: int, max_seqlen: int, dtype: torch.dtype) -> dict:
+    """First rule whose head_dim and max_seqlen ranges (inclusive) and dtype (if given) match."""
+    table = load_configs()
+    dname = str(dtype).removeprefix("torch.")
+    for rule in table["rules"]:
+        lo, hi = rule.get("head_dim", [0, 1 << 30])
+        slo, shi = rule.get("max_seqlen", [0, 1 << 62])
+        if lo <= head_dim <= hi and slo <= max_seqlen <= shi and rule.get("dtype", dname) == dname:
+            cfg = dict(table.get("defaults", {}))
+            cfg.update(rule["config"])
+            return cfg
+    raise LookupError(f"no kernel config for head_dim={head_dim} max_seqlen={max_seqlen} {dname}")
+
+
+def vit_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen,
+    softmax_scale: float | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """Non-causal varlen attention. Returns out [total_tokens, Hq, D] (q's dtype).
+
+    ``max_seqlen`` must be >= the longest sequence (rows past it would stay unwritten; checked
+    only with VIT_KERNELS_DEBUG=1 or a CPU cu_seqlens). ``config`` overrides the table entry
+    (used by the tuner)."""
+    cu_seqlens, max_seqlen = check_inputs(q, k, v, cu_seqlens, max_seqlen)
+    if out is None:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
+        raise ValueError(f"out must match q (shape {tuple(q.shape)}, {q.dtype}, {q.device}, stride(-1)=1)")
+    total, hq, head_dim = q.shape
+    batch = cu_seqlens.numel() - 1
+    if total == 0 or max_seqlen == 0:
+        return out
+    scale = (1.0 / math.sqrt(head_dim)) if softmax_scale is None else float(softmax_scale)
+    cfg = dict(config) if config is not None else pick_config(head_dim, max_seqlen, q.dtype)
+    d0, d1 = split_head_dim(head_dim, cfg.get("min_d1", 16))
+    common = dict(
+        GROUP=hq // k.shape[1], HEAD_DIM=head_dim, D0=d0, D1=d1,
+        STRIDE_ALIGN=_stride_align(q, k, v, out),
+        CACHE_KV=cfg.get("cache_kv", "") if not interpret_mode() else "",
+        IEEE=q.dtype == torch.float32,
+        UPCAST=interpret_mode() and q.dtype == torch.bfloat16,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+    )
+    align = common["STRIDE_ALIGN"]
+    strides = tuple(s // align for s in (q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+                                         v.stride(0), v.stride(1), out.stride(0), out.stride(1)))
+    qk_scale = scale * LOG2E
+    if cfg.get("kernel") == "packed":
+        block = max(16, triton.next_power_of_2(max_seqlen))
+        if block > cfg.get("max_block", 128):
+            raise ValueError(f"packed kernel config used for max_seqlen {max_seqlen} > {cfg.get('max_block', 128)}")
+        pack = max(1, int(cfg.get("PACK", 1)))
+        grid = (triton.cdiv(batch, pack), hq)
+        _attn_fwd_packed[grid](q, k, v, out, cu_seqlens, qk_scale, batch, *strides,
+                               BLOCK=block, PACK=pack, **common)
+    else:
+        block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
+        if max_seqlen < block_m:  # don't run 128-row tiles over 65-token sequences
+            block_m = max(16, min(block_m, triton.next_power_of_2(max_seqlen)))
+        grid = (triton.cdiv(max_seqlen, block_m), batch, hq)
+        _attn_fwd_main[grid](q, k, v, out, cu_seqlens, qk_scale, *strides,
+                             BLOCK_M=block_m, BLOCK_N=block_n, **common)
+    return out
