@@ -59,3 +59,12 @@ def test_shipped_table_parses():
     for e in table.entries:
         assert e.seq_len[0] <= e.seq_len[1]
         assert all(v > 0 for v in e.tflops.values())
+
+
+def test_seq_len_prefers_the_most_specific_row():
+    t = st.SpeedTable(entries=[
+        entry("mixed", 1, 4096, {"A": 300, "B": 100}),
+        entry("1024", 129, 1024, {"A": 100, "B": 300}),
+    ])
+    assert st.lookup((9, 0), "bfloat16", 80, seq_len=1024, tables=[t])[0]["B"].tflops == pytest.approx(300)
+    assert st.lookup((9, 0), "bfloat16", 80, seq_len=2000, tables=[t])[0]["A"].tflops == pytest.approx(300)

@@ -6,9 +6,10 @@ GPU (``$VIT_SPEED_TABLE`` or ``~/.cache/vit_backend_plugin/speed_table.json``). 
 (capability, dtype, head size), rows of the user table take precedence: if it has any matching
 row, the shipped rows are ignored.
 
-Matching: same compute capability, dtype and head size; if a sequence length is known, the rows
-whose ``seq_len`` range contains it; otherwise all of them, combined by geometric mean over the
-backends measured in every row (so one lucky shape cannot win).
+Matching: same compute capability, dtype and head size; if a sequence length is known, the
+narrowest rows whose ``seq_len`` range contains it; otherwise (vLLM picks once per process, before
+it sees an image) all of them, combined by geometric mean over the backends measured in every row,
+so one lucky shape cannot win.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class SpeedTable(BaseModel):
         ]
         if seq_len is not None:
             rows = [e for e in rows if e.seq_len[0] <= seq_len <= e.seq_len[1]]
+            if rows:  # the most specific rows only: a mixed-length row spans many buckets
+                narrowest = min(e.seq_len[1] - e.seq_len[0] for e in rows)
+                rows = [e for e in rows if e.seq_len[1] - e.seq_len[0] == narrowest]
         return rows
 
 

@@ -328,8 +328,38 @@ def summarize(rows: list[dict]) -> dict:
     gm = _geomean(ours_vs_stock)
     if ours_vs_stock:
         checks.append({"target": "geomean ours >= 2x stock triton", "value": round(gm, 2), "ok": gm >= 2})
+    checks += resolver_pick_checks(rows)
     return {"geomean_ours_vs_cudnn": _geomean(ours_vs_cudnn), "geomean_ours_vs_stock_triton": gm,
             "checks": checks}
+
+
+def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05) -> list[dict]:
+    """What the plugin's resolver would pick from this run's numbers, per head size, the way it
+    picks inside vLLM (once per process, geometric mean over that head size's shapes), against the
+    fastest candidate of each shape."""
+    try:
+        from vit_backend_plugin.resolver import Measurement, ResolveRequest, resolve
+    except ImportError:  # pyyaml missing: no catalog, no check
+        return []
+    checks = []
+    for head in sorted({r["shape"]["head_dim"] for r in rows}):
+        group = [r for r in rows if r["shape"]["head_dim"] == head]
+        per = [{x["candidate"]: x for x in r["results"] if x.get("tflops") and x["candidate"] in TABLE_NAMES}
+               for r in group]
+        common = set.intersection(*(set(p) for p in per)) if per else set()
+        measured = {n: Measurement(_geomean([p[n]["tflops"] for p in per]),
+                                   all(p[n]["numerics_ok"] for p in per)) for n in common}
+        feats = frozenset({"triton", "vit_triton_kernel", "torch_cudnn_sdpa", "torch_flash_sdpa"})
+        pick = resolve(ResolveRequest(head_size=head, dtype=group[0].get("dtype", "bfloat16"),
+                                      capability=(9, 0), features=feats, measured=measured)).chosen
+        for r, p in zip(group, per, strict=True):
+            best = max(p.values(), key=lambda x: x["tflops"])
+            got = p.get(pick, {}).get("tflops", 0.0)
+            ratio = got / best["tflops"]
+            checks.append({"target": f"{r['shape']['name']}: resolver pick {pick} within "
+                                     f"{tolerance:.0%} of fastest ({best['candidate']})",
+                           "value": round(ratio, 3), "ok": ratio >= 1 - tolerance})
+    return checks
 
 
 def print_table(rows: list[dict], names: list[str], summary: dict, file=sys.stdout) -> None:
