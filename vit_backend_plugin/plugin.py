@@ -15,6 +15,10 @@ SUPPORTED_VLLM = ">=0.32,<0.34"
 _state = {"attempted": False, "installed": False, "error": None}
 
 
+class UnsupportedVllmError(RuntimeError):
+    pass
+
+
 def _check_vllm_version() -> None:
     import vllm
     from packaging.specifiers import SpecifierSet
@@ -23,11 +27,10 @@ def _check_vllm_version() -> None:
     version = Version(vllm.__version__)
     # Compare the release only: dev/rc builds of a supported minor count as supported.
     if Version(version.base_version) not in SpecifierSet(SUPPORTED_VLLM):
-        raise RuntimeError(f"vLLM {vllm.__version__} is not supported (need {SUPPORTED_VLLM})")
+        raise UnsupportedVllmError(f"vLLM {vllm.__version__} is not supported (need {SUPPORTED_VLLM})")
 
 
 def _install() -> None:
-    _check_vllm_version()
     from vllm.platforms import current_platform
 
     from vit_backend_plugin.vllm_glue import mm_encoder, selector
@@ -72,6 +75,7 @@ def register() -> None:
         return
     _state["attempted"] = True
     try:
+        _check_vllm_version()
         _install()
         _state["installed"] = True
     except Exception as e:
@@ -81,7 +85,9 @@ def register() -> None:
             "vit-backend-plugin disabled, stock vLLM ViT attention selection in use (%s)",
             _state["error"],
         )
-        return
+        if isinstance(e, UnsupportedVllmError):
+            return  # an unsupported vLLM gets nothing from us
+    # Independent of the ViT part: a ViT glue failure must not take this backend with it.
     _register_flashinfer_host()
 
 

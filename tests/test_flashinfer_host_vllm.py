@@ -1,0 +1,300 @@
+"""FLASHINFER_HOST against real vLLM 0.32 (+ flashinfer-python, imported only) on CPU.
+
+The builder is vLLM's FlashInferMetadataBuilder subclass constructed from a real VllmConfig
+(a tiny local Llama config, no weights) and a real FullAttentionSpec / FlashInferImpl. The
+one stand-in is at the FlashInfer boundary: the prefill/decode wrappers are recorders of
+what the builder hands to FlashInfer's ``plan()`` (flashinfer's wrappers need CUDA).
+"""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+pytest.importorskip("vllm")
+pytest.importorskip("flashinfer")
+
+import torch  # noqa: E402
+from _subproc import run_snippet  # noqa: E402
+
+from vit_backend_plugin import flashinfer_host  # noqa: E402
+from vit_backend_plugin.flashinfer_host import planning  # noqa: E402
+
+BLOCK = 16
+HEADS, KV_HEADS, HEAD_DIM = 4, 2, 64
+MAX_SEQS, MAX_LEN = 64, 1024
+TINY_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HEADS * HEAD_DIM,
+    "intermediate_size": 512, "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS,
+    "head_dim": HEAD_DIM, "num_hidden_layers": 2, "vocab_size": 1000,
+    "max_position_embeddings": 4096, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-5}
+
+
+def test_registered_after_load_general_plugins():
+    proc, res = run_snippet("""
+import json
+import vllm.plugins
+vllm.plugins.load_general_plugins()
+from vllm.v1.attention.backends.registry import AttentionBackendEnum
+from vllm.v1.attention.backends.flashinfer import FlashInferBackend, FlashInferMetadataBuilder
+from vllm.config.attention import AttentionConfig
+from vit_backend_plugin.plugin import status
+m = AttentionBackendEnum["FLASHINFER_HOST"]
+cls = m.get_class()
+import vit_backend_plugin.flashinfer_host as fh
+again = fh.register()
+print("RESULT " + json.dumps({
+  "status": status(), "path": m.get_path(), "name": cls.get_name(),
+  "is_fi": issubclass(cls, FlashInferBackend),
+  "builder_sub": issubclass(cls.get_builder_cls(), FlashInferMetadataBuilder),
+  "stock_builder": cls.get_builder_cls() is FlashInferMetadataBuilder,
+  "parsed": AttentionConfig(backend="flashinfer_host").backend.name,
+  "again": again}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res["path"] == flashinfer_host.CLASS_PATH and res["name"] == "FLASHINFER_HOST"
+    assert res["is_fi"] and res["builder_sub"] and not res["stock_builder"]
+    assert res["parsed"] == "FLASHINFER_HOST"
+    assert res["again"] is False  # idempotent: the plugin already registered it
+
+
+def test_cli_selection_parses_to_our_backend(tmp_path):
+    """`--attention-backend FLASHINFER_HOST` goes through EngineArgs, which loads general
+    plugins in __post_init__ and converts the string in create_engine_config."""
+    (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
+    proc, res = run_snippet(f"""
+import json
+from vllm.engine.arg_utils import EngineArgs
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+args = parser.parse_args(["--model", "{tmp_path}", "--skip-tokenizer-init",
+                          "--attention-backend", "FLASHINFER_HOST"])
+ea = EngineArgs.from_cli_args(args)
+vc = ea.create_engine_config()
+print("RESULT " + json.dumps({{"raw": ea.attention_backend,
+    "config": vc.attention_config.backend.name}}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res == {"raw": "FLASHINFER_HOST", "config": "FLASHINFER_HOST"}
+
+
+# ----------------------------------------------------------------------------- in-process
+class Recorder:
+    """Stands where flashinfer's Batch{Prefill,Decode}...Wrapper stands: records plan()."""
+
+    is_cuda_graph_enabled = False
+
+    def __init__(self):
+        self.calls = []
+
+    def plan(self, *args, **kw):
+        self.calls.append({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from vllm.config import (
+        AttentionConfig,
+        CacheConfig,
+        ModelConfig,
+        ParallelConfig,
+        SchedulerConfig,
+        SpeculativeConfig,
+        VllmConfig,
+        set_current_vllm_config,
+    )
+    from vllm.model_executor.layers.attention_layer_base import AttentionLayerBase
+    from vllm.v1.attention.backends.flashinfer import FlashInferImpl, FlashInferMetadataBuilder
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    flashinfer_host.register()
+    from vit_backend_plugin.flashinfer_host.backend import FlashInferHostBackend
+
+    d = tmp_path_factory.mktemp("tiny")
+    (d / "config.json").write_text(json.dumps(TINY_CONFIG))
+    mc = ModelConfig(model=str(d), skip_tokenizer_init=True, dtype="bfloat16", max_model_len=MAX_LEN)
+    spec = FullAttentionSpec(block_size=BLOCK, num_kv_heads=KV_HEADS, head_size=HEAD_DIM, dtype=torch.bfloat16)
+
+    class Layer(torch.nn.Module, AttentionLayerBase):
+        def __init__(self, impl):
+            super().__init__()
+            self.impl = impl
+
+        def get_attn_backend(self):
+            return FlashInferHostBackend
+
+        def get_kv_cache_spec(self, vllm_config):
+            return spec
+
+    def make(num_spec=0, async_sched=False, padded=True, stock=False):
+        sched = SchedulerConfig(max_num_seqs=MAX_SEQS, max_num_batched_tokens=4096, max_model_len=MAX_LEN,
+                                is_encoder_decoder=False, async_scheduling=False)
+        sc = None
+        if num_spec:
+            sc = SpeculativeConfig(method="ngram", num_speculative_tokens=num_spec, prompt_lookup_max=3,
+                                   prompt_lookup_min=1, target_model_config=mc,
+                                   target_parallel_config=ParallelConfig(),
+                                   disable_padded_drafter_batch=not padded)
+        vc = VllmConfig(model_config=mc, cache_config=CacheConfig(block_size=BLOCK), scheduler_config=sched,
+                        speculative_config=sc,
+                        attention_config=AttentionConfig(backend="FLASHINFER_HOST", use_trtllm_attention=False))
+        # async + spec is validated against EAGLE/MTP/draft-model drafters (which need a
+        # checkpoint); the builder only reads the flag, so set it after validation.
+        vc.scheduler_config.async_scheduling = async_sched
+        vc.cache_config.kv_cache_layout = "HND"  # what the engine core resolves for FlashInfer
+        names = ["model.layers.0.attn", "model.layers.1.attn"]
+        with set_current_vllm_config(vc):
+            impl = FlashInferImpl(num_heads=HEADS, head_size=HEAD_DIM, scale=HEAD_DIM ** -0.5,
+                                  num_kv_heads=KV_HEADS, alibi_slopes=None, sliding_window=None,
+                                  kv_cache_dtype="auto")
+            for nm in names:
+                vc.compilation_config.static_forward_context[nm] = Layer(impl)
+            cls = FlashInferMetadataBuilder if stock else FlashInferHostBackend.get_builder_cls()
+            b = cls(spec, names, vc, torch.device("cpu"))
+        b._prefill_wrapper, b._decode_wrapper = Recorder(), Recorder()
+        return b
+
+    return {"make": make, "FlashInferMetadataBuilder": FlashInferMetadataBuilder}
+
+
+def batch(qlens, ctx, seed=0, seq_device="cpu"):
+    """CommonAttentionMetadata the way GPUModelRunner fills it: seq_lens_cpu_upper_bound =
+    num_computed_tokens + num_scheduled_tokens. seq_device="meta" makes any read of the
+    device seq_lens (``.cpu()``) fail loudly."""
+    from vllm.v1.attention.backend import CommonAttentionMetadata
+
+    rng = np.random.default_rng(seed)
+    n = len(qlens)
+    qo = np.zeros(n + 1, np.int32)
+    qo[1:] = np.cumsum(qlens)
+    seq = planning.host_seq_lens(np.array(ctx, np.int32), qo)
+    width = -(-MAX_LEN // BLOCK)
+    bt = rng.permutation(MAX_SEQS * width).reshape(MAX_SEQS, width)[:n].astype(np.int32)
+    seq_t = torch.from_numpy(seq.copy())
+    return CommonAttentionMetadata(
+        query_start_loc=torch.from_numpy(qo.copy()), query_start_loc_cpu=torch.from_numpy(qo.copy()),
+        seq_lens=seq_t.to(seq_device), num_reqs=n, num_actual_tokens=int(qo[-1]),
+        max_query_len=int(max(qlens)), max_seq_len=int(seq.max()),
+        block_table_tensor=torch.from_numpy(bt), slot_mapping=torch.zeros(int(qo[-1]), dtype=torch.int64),
+        seq_lens_cpu_upper_bound=seq_t.clone(),
+    ), qo, seq, bt
+
+
+def expected(qo, seq, bt, threshold=1, ntok=None):
+    split = planning.split_decodes_and_prefills(qo, int(qo[-1]) if ntok is None else ntok,
+                                                int(np.diff(qo).max()), threshold, True)
+    n = len(seq)
+    bufs = {k: np.zeros(n + 1, np.int32) for k in ("indptr_out", "last_page_len_out",
+            "qo_indptr_prefill_out", "kv_lens_prefill_out", "kv_lens_decode_out", "pages_scratch")}
+    plan = planning.plan_batch(qo, seq, BLOCK, split, **bufs)
+    idx = planning.paged_kv_indices(bt, plan.paged_kv_indptr, np.zeros(int(plan.paged_kv_indptr[-1]) + 1, np.int32))
+    return split, plan, idx
+
+
+def test_builder_is_vllm_flashinfer_builder_subclass(env):
+    b = env["make"]()
+    assert isinstance(b, env["FlashInferMetadataBuilder"]) and type(b) is not env["FlashInferMetadataBuilder"]
+    # persistent host buffers, sized once from max_num_seqs
+    assert all(s.t["indptr"].shape[0] == MAX_SEQS + 1 for s in b._slots)
+
+
+@pytest.mark.parametrize("qlens,ctx", [
+    ([1, 1, 1, 37, 100], [15, 16, 17, 0, 31]),            # mixed, page boundaries, empty ctx
+    ([1] * 9, [0, 1, 15, 16, 17, 31, 32, 33, 900]),        # all decode
+    ([5, 64, 17], [0, 16, 3]),                             # all prefill
+])
+def test_glue_hands_flashinfer_exactly_the_planner_arrays(env, qlens, ctx):
+    b = env["make"]()
+    cam, qo, seq, bt = batch(qlens, ctx)
+    md = b.build(0, cam)
+    split, plan, idx = expected(qo, seq, bt)
+    assert b.host_builds == 1 and not b.fallback_counts
+    assert (md.num_decodes, md.num_prefills, md.num_decode_tokens, md.num_prefill_tokens) == tuple(split)
+    nd, npf, ndt, _ = split
+    n = len(qlens)
+    pre, dec = b._prefill_wrapper.calls, b._decode_wrapper.calls
+    assert len(pre) == (1 if npf else 0) and len(dec) == (1 if nd else 0)
+    if npf:
+        c = pre[0]
+        assert c["qo_indptr"].tolist() == plan.qo_indptr_prefill.tolist()
+        assert c["paged_kv_indptr"].tolist() == plan.paged_kv_indptr[nd:].tolist()
+        assert c["paged_kv_last_page_len"].tolist() == plan.last_page_len[nd:].tolist()
+        assert c["seq_lens"].tolist() == plan.kv_lens_prefill.tolist() == seq[nd:].tolist()
+        assert c["paged_kv_indices"].tolist() == idx.tolist()
+        assert c["causal"] is True and c["page_size"] == BLOCK
+    if nd:
+        c = dec[0]
+        assert c["indptr"].tolist() == plan.paged_kv_indptr[: ndt + 1].tolist()
+        assert c["last_page_len"].tolist() == plan.last_page_len[:ndt].tolist()
+        assert c["seq_lens"].tolist() == plan.kv_lens_decode.tolist() == seq[:ndt].tolist()
+        assert c["indices"][: plan.paged_kv_indptr[ndt]].tolist() == idx[: plan.paged_kv_indptr[ndt]].tolist()
+    assert plan.paged_kv_indptr[n] == sum(-(-s // BLOCK) for s in seq)
+
+
+def test_spec_decode_sync_scheduling_never_reads_device_seq_lens(env):
+    """With num_speculative_tokens > 0 the stock builder calls seq_lens.cpu(); ours plans
+    from num_computed_tokens + scheduled tokens. seq_lens on the meta device proves it:
+    any device-to-host read raises."""
+    qlens, ctx = [1, 1, 1, 200], [40, 47, 48, 0]  # native decode: 1 token/row (threshold 1)
+    ours = env["make"](num_spec=3)
+    cam, qo, seq, bt = batch(qlens, ctx, seq_device="meta")
+    md = ours.build(0, cam)
+    assert ours.host_builds == 1 and not ours.fallback_counts
+    _, plan, _ = expected(qo, seq, bt)
+    assert ours._decode_wrapper.calls[0]["seq_lens"].tolist() == plan.kv_lens_decode.tolist()
+    assert md.num_prefills == 1
+    # drafter first pass (draft_index 0) is exact too
+    ours.build_for_drafting(batch(qlens, ctx, seq_device="meta")[0], draft_index=0)
+    assert ours.host_builds == 2
+
+    stock = env["make"](num_spec=3, stock=True)
+    with pytest.raises(NotImplementedError, match="meta"):
+        stock.build(0, batch(qlens, ctx, seq_device="meta")[0])
+
+
+@pytest.mark.parametrize("mode,reason", [
+    (dict(num_spec=2, async_sched=True), "async_spec"),
+    (dict(num_spec=2, padded=True), "padded_draft_step"),
+])
+def test_unclaimed_modes_fall_back_to_stock_once_logged(env, caplog, mode, reason):
+    b = env["make"](**mode)
+    cam_args = ([1, 1, 300], [10, 20, 0])
+    call = (lambda cam: b.build_for_drafting(cam, draft_index=1)) if reason == "padded_draft_step" \
+        else (lambda cam: b.build(0, cam))
+    with caplog.at_level(logging.INFO, logger="vllm.vit_backend_plugin.flashinfer_host"):
+        for _ in range(2):
+            # stock path reached: it reads the device seq_lens (meta here) and raises
+            with pytest.raises(NotImplementedError, match="meta"):
+                call(batch(*cam_args, seq_device="meta")[0])
+    assert b.fallback_counts == {reason: 2} and b.host_builds == 0
+    lines = [r for r in caplog.records if "FLASHINFER_HOST" in r.getMessage()]
+    assert len(lines) == 1
+
+
+def test_non_padded_drafter_steps_stay_on_host_with_max_len_clamp(env):
+    b = env["make"](num_spec=2, padded=False)
+    cam, qo, seq, bt = batch([1, 1], [MAX_LEN, 10], seq_device="meta")  # row 0: 1025 > max len
+    b.build_for_drafting(cam, draft_index=1)
+    assert b.host_builds == 1 and not b.fallback_counts
+    assert b._decode_wrapper.calls[0]["seq_lens"].tolist() == [1, 11]
+
+
+def test_non_causal_falls_back(env):
+    b = env["make"]()
+    cam = batch([4, 4], [0, 8])[0]
+    cam.causal = False
+    try:
+        b.build(0, cam)
+    except Exception:
+        pass  # stock path may need CUDA-only pieces on CPU; what matters is who handled it
+    assert b.fallback_counts == {"non_causal": 1} and b.host_builds == 0
+
+
+def test_ring_buffers_reused_not_reallocated(env):
+    b = env["make"]()
+    ids = set()
+    for step in range(10):
+        b.build(0, batch([1, 1, 20], [step, 2 * step, 0], seed=step)[0])
+        ids.add(b.last_plan.paged_kv_indptr.__array_interface__["data"][0])
+    assert len(ids) == len(b._slots)  # cycles through the persistent slots
