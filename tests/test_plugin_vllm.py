@@ -137,9 +137,13 @@ layer = build(72)
 q = torch.randn(1, 5, 144)
 print("RESULT " + json.dumps({"status": status(), "oot": "MMEncoderAttention" in op_registry_oot,
       "patched": "get_vit_attn_backend" in cpu.CpuPlatform.__dict__,
-      "cls": type(layer).__name__, "shape": list(layer(q, q, q).shape), "records": records}))
+      "cls": type(layer).__name__, "shape": list(layer(q, q, q).shape), "records": records,
+      "fi_host": "FLASHINFER_HOST" in __import__("vllm.v1.attention.backends.registry",
+                                                  fromlist=["x"]).AttentionBackendEnum.__members__}))
 """)
     assert res is not None, proc.stderr[-3000:]
+    # the decoder backend is independent of the ViT glue; an unsupported vLLM gets nothing
+    assert res["fi_host"] == (fault != "unsupported_vllm_version")
     assert res["status"]["attempted"] and not res["status"]["installed"]
     assert not res["oot"] and not res["patched"]
     assert res["cls"] == "MMEncoderAttention" and res["shape"] == [1, 5, 144]
