@@ -13,7 +13,8 @@ def explain(*args):
 
 
 def test_json_schema_and_choice():
-    p = explain("--head-size", "72", "--dtype", "bfloat16", "--capability", "9.0",
+    # 8.0: no shipped speed-table rows, so the static order decides
+    p = explain("--head-size", "72", "--dtype", "bfloat16", "--capability", "8.0",
                 "--platform", "cuda", "--available", "flash_attn,triton", "--json")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
@@ -26,10 +27,21 @@ def test_json_schema_and_choice():
 
 
 def test_table_output_names_choice_and_hint():
-    p = explain("--head-size", "72", "--capability", "9.0", "--available", "triton")
+    p = explain("--head-size", "72", "--capability", "8.0", "--available", "triton")
     assert p.returncode == 0, p.stderr
     assert "chosen: TORCH_SDPA" in p.stdout
     assert "pip install flash-attn" in p.stdout
+
+
+def test_shipped_h100_table_drives_the_choice_at_9_0():
+    p = explain("--head-size", "80", "--capability", "9.0", "--json",
+                "--available", "triton,vit_triton_kernel,torch_cudnn_sdpa")
+    out = json.loads(p.stdout)
+    assert out["how"] == "measured" and "shipped table" in out["why"]
+    # with a known sequence length, the row for that length decides
+    p = explain("--head-size", "80", "--capability", "9.0", "--json", "--seq-len", "64",
+                "--available", "triton,vit_triton_kernel,torch_cudnn_sdpa")
+    assert "window" in json.loads(p.stdout)["why"]
 
 
 def test_model_config_head_size(tmp_path):

@@ -100,7 +100,7 @@ def test_cudnn_rejects_fp32_and_odd_head_dim():
 
 
 def test_kernels_registry_names():
-    assert set(KERNELS) == {"VIT_TRITON", "TORCH_SDPA_CUDNN"}
+    assert set(KERNELS) == {"VIT_TRITON", "TORCH_SDPA_CUDNN", "VIT_AUTO"}
     assert KERNELS["VIT_TRITON"] is vit_attention
 
 
@@ -112,3 +112,20 @@ def test_import_does_not_init_cuda():
             "print(torch.cuda.is_initialized())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().endswith("False"), out.stderr[-2000:]
+
+
+def test_vit_auto_policy_picks_per_shape_from_rows():
+    from vit_backend_plugin.kernels.auto import DEFAULT, choose
+
+    def row(lo, hi, eq, triton, cudnn, ok=True):
+        return {"seq_len": [lo, hi], "equal_lengths": eq, "numerics_ok": {"VIT_TRITON": ok, "TORCH_SDPA_CUDNN": True},
+                "tflops": {"VIT_TRITON": triton, "TORCH_SDPA_CUDNN": cudnn, "TORCH_SDPA": 999}}
+
+    rows = [row(129, 1024, True, 340, 372), row(1025, 4096, True, 397, 390),
+            row(1, 4096, False, 348, 200), row(4097, 10**6, True, 404, 387, ok=False)]
+    assert choose(rows, True, 1024) == "TORCH_SDPA_CUDNN"   # cuDNN faster there
+    assert choose(rows, True, 2048) == "VIT_TRITON"
+    assert choose(rows, False, 1024) == "VIT_TRITON"        # mixed lengths: the mixed row decides
+    assert choose(rows, True, 16384) == "TORCH_SDPA_CUDNN"  # ours failed numerics there
+    assert choose(rows, True, 64) == DEFAULT                 # no row: our kernel
+    assert choose([], False, 64) == DEFAULT                  # TORCH_SDPA is never an answer

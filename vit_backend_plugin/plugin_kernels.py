@@ -14,10 +14,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-PLUGIN_BACKENDS = ("VIT_TRITON", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS")
+PLUGIN_BACKENDS = ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS")
 # Backends whose kernels need the real max sequence length (vLLM models compute it only for the
 # stock backends they know about; the glue extends that set with these).
-NEEDS_MAX_SEQLEN = frozenset({"VIT_TRITON", "FLASH_ATTN_UPSTREAM"})
+NEEDS_MAX_SEQLEN = frozenset({"VIT_TRITON", "VIT_AUTO", "FLASH_ATTN_UPSTREAM"})
 
 
 def _upstream_flash_attn(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
@@ -49,7 +49,7 @@ def _xformers(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
 @functools.cache
 def get_kernel(name: str) -> Callable:
     """The varlen function for a plugin backend. KeyError for a name that is not ours."""
-    if name in ("VIT_TRITON", "TORCH_SDPA_CUDNN"):
+    if name in ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN"):
         from vit_backend_plugin.kernels import KERNELS
 
         return KERNELS[name]

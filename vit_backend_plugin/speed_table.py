@@ -34,6 +34,7 @@ class SpeedEntry(BaseModel):
     head_size: int = Field(gt=0)
     seq_len: tuple[int, int]  # inclusive per-sequence length range this row stands for
     shape: str = ""
+    equal_lengths: bool | None = None  # all sequences of the measured shape had one length
     tflops: dict[str, float]
     numerics_ok: dict[str, bool] = Field(default_factory=dict)
 

@@ -55,7 +55,8 @@ ISSUE_REFERENCE = {
 # at ViT resolution, large images, very large images / video.
 SEQ_BUCKETS: list[tuple[int, int]] = [(1, 128), (129, 1024), (1025, 4096), (4097, 1_000_000)]
 # Candidates whose speed goes into the speed table, under the resolver's backend names.
-TABLE_NAMES = ("TORCH_SDPA", "TORCH_SDPA_CUDNN", "VIT_TRITON", "TRITON_ATTN")
+TABLE_NAMES = ("TORCH_SDPA", "TORCH_SDPA_CUDNN", "VIT_TRITON", "VIT_AUTO", "TRITON_ATTN",
+               "FLASH_ATTN", "FLASH_ATTN_UPSTREAM")
 REL_TOL = {"bfloat16": 2e-2, "float16": 5e-3, "float32": 1e-3}
 
 
@@ -116,6 +117,7 @@ def _candidates(torch, dtype):
     """name -> (fn(inputs) -> out, note). Each fn takes the prepared input dict."""
     from torch.nn.attention import SDPBackend
 
+    from vit_backend_plugin.kernels.auto import vit_auto_attention
     from vit_backend_plugin.kernels.sdpa_cudnn import sdpa_cudnn_attention, sdpa_varlen
     from vit_backend_plugin.kernels.triton_vit import vit_attention
 
@@ -154,6 +156,8 @@ def _candidates(torch, dtype):
     except Exception as e:  # noqa: BLE001 -- older torch
         c["TORCH_VARLEN"] = (None, f"unavailable: {type(e).__name__}: {e}")
     c["VIT_TRITON"] = (lambda x: vit_attention(x["q"], x["k"], x["v"], x["cu"], x["max"], out=x.get("out")), "ours")
+    c["VIT_AUTO"] = (lambda x: vit_auto_attention(x["q"], x["k"], x["v"], x["cu"], x["max"]),
+                     "ours: per call, VIT_TRITON or cuDNN from the installed speed table")
 
     try:
         from vllm.v1.attention.ops.triton_prefill_attention import context_attention_fwd
@@ -174,6 +178,27 @@ def _candidates(torch, dtype):
         return o
 
     c["TRITON_ATTN"] = (stock, stock_note)
+
+    # FlashAttention, where importable (a user's vLLM GPU env; `vit-parity tune` then measures it).
+    def fa(fn, extra):
+        return lambda x: fn(x["q"], x["k"], x["v"], cu_seqlens_q=x["cu"], cu_seqlens_k=x["cu"],
+                            max_seqlen_q=x["max"], max_seqlen_k=x["max"], causal=False, **extra)
+
+    try:
+        from vllm.v1.attention.backends.fa_utils import (
+            flash_attn_varlen_func,
+            get_flash_attn_version,
+        )
+
+        c["FLASH_ATTN"] = (fa(flash_attn_varlen_func, {"fa_version": get_flash_attn_version()}), "vllm")
+    except Exception as e:  # noqa: BLE001 -- no vLLM CUDA build here
+        c["FLASH_ATTN"] = (None, f"unavailable: {type(e).__name__}")
+    try:
+        from flash_attn import flash_attn_varlen_func as upstream
+
+        c["FLASH_ATTN_UPSTREAM"] = (fa(upstream, {}), "flash_attn")
+    except Exception as e:  # noqa: BLE001
+        c["FLASH_ATTN_UPSTREAM"] = (None, f"unavailable: {type(e).__name__}")
     return c
 
 
@@ -394,6 +419,7 @@ def speed_table_entries(rows: list[dict], device: str, capability: tuple[int, in
         entries.append({
             "device": device, "capability": list(capability), "dtype": dtype,
             "head_size": sh["head_dim"], "seq_len": list(seq_bucket(sh["lens"])), "shape": sh["name"],
+            "equal_lengths": len(set(sh["lens"])) == 1,
             "tflops": {n: round(by[n]["tflops"], 1) for n in TABLE_NAMES if n in by},
             "numerics_ok": {n: bool(by[n]["numerics_ok"]) for n in TABLE_NAMES if n in by},
         })
