@@ -1,0 +1,269 @@
+"""End to end, on CPU, offline: `vit-parity demo` and `vit-parity run` through the real CLI, real
+lm-eval (its own mmmu_val task files), real transformers, one fresh process per backend and phase.
+
+Slow (a few minutes in all) but part of the default `pytest` run: marked `slow`, not skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+MMMU_ITEMS = 90  # 30 subjects x 3 generated items
+
+
+# --------------------------------------------------------------------------- helpers
+def vit(*args: str, cache: Path, extra_env: dict[str, str] | None = None, timeout: float = 900):
+    """Run `vit-parity ARGS` as a user would (fresh interpreter); returns (proc, seconds)."""
+    env = dict(os.environ)
+    env.pop("VIT_PARITY_FAULT", None)
+    env.pop("VIT_ATTN_BACKEND", None)
+    env.update({"VIT_PARITY_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1"})
+    env.update(extra_env or {})
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "vit_backend_plugin.cli", *args],
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=str(REPO),
+    )
+    return proc, time.monotonic() - t0
+
+
+def out(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def status(run_dir: Path, backend: str) -> dict:
+    return json.loads((run_dir / backend / "status.json").read_text())
+
+
+def results_file(run_dir: Path, backend: str) -> Path:
+    files = sorted((run_dir / backend / "lm_eval").rglob("results_*.json"))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def samples(run_dir: Path, backend: str) -> dict[tuple[str, str], dict]:
+    """(task, MMMU item id) -> the logged sample, read from lm-eval's samples_*.jsonl files."""
+    found = {}
+    for f in sorted((run_dir / backend / "lm_eval").rglob("samples_*.jsonl")):
+        task = f.name[len("samples_"):].rsplit("_", 1)[0]
+        for line in f.read_text().splitlines():
+            d = json.loads(line)
+            found[(task, d["doc"]["id"])] = d
+    return found
+
+
+def report_available() -> bool:
+    try:
+        import vit_backend_plugin.report.build  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One demo-asset cache per test session (the model and data are built once)."""
+    return tmp_path_factory.mktemp("vit_parity_cache")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, cache):
+    run_dir = tmp_path_factory.mktemp("demo") / "demo"
+    proc, seconds = vit("demo", "--out", str(run_dir), cache=cache)
+    return run_dir, proc, seconds
+
+
+def mini_config(tmp: Path, name: str, **overrides) -> Path:
+    """The demo config shrunk for resume/crash tests: one item per subject, tiny throughput."""
+    from vit_backend_plugin.harness.demo import demo_config_data
+
+    data = demo_config_data()
+    data.update(
+        name=name,
+        output_dir=str(tmp),
+        limit=1,
+        throughput={"image_sizes": [[56, 56]], "num_prompts": 2, "warmup": 0, "repeats": 1,
+                    "concurrency": 2},
+    )
+    data.update(overrides)
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --------------------------------------------------------------------------- the demo
+def test_demo_end_to_end(demo_run):
+    run_dir, proc, seconds = demo_run
+    print(f"demo took {seconds:.0f}s")
+    assert proc.returncode == 0, out(proc)[-4000:]
+    assert f"run dir: {run_dir}" in out(proc)
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["engine"] == "hf" and info["backends"] == ["eager", "sdpa"]
+    assert info["baseline"] == "eager" and info["tasks"] == ["mmmu_val"]
+    assert info["config"]["parity"] == {"max_abs_delta_points": 5.0}
+
+    # the generated model really is a Qwen2-VL with a vision head_dim that is not a multiple of 32
+    from vit_backend_plugin.model_config import load_config, vision_head_size
+
+    model_dir = Path(info["config"]["_resolved"]["model"])
+    mcfg = load_config(model_dir)
+    assert mcfg["architectures"] == ["Qwen2VLForConditionalGeneration"]
+    assert vision_head_size(mcfg) == 80
+
+    per_backend = {}
+    for backend in ("eager", "sdpa"):
+        bdir = run_dir / backend
+        st = status(run_dir, backend)
+        assert st["phases"] == {"accuracy": "complete", "throughput": "complete"}, st
+        assert st["errors"] == {}
+
+        cmd = json.loads((bdir / "command.json").read_text())
+        acc = cmd["accuracy"]["lm_eval_argv"]
+        assert acc[:3] == ["lm_eval", "--model", "hf-multimodal"]
+        assert json.loads(acc[acc.index("--model_args") + 1])["attn_implementation"] == backend
+        assert "--log_samples" in acc and acc[acc.index("--output_path") + 1] == str(bdir / "lm_eval")
+        assert cmd["accuracy"]["argv"][1:3] == ["-m", "vit_backend_plugin.harness.lm_eval_child"]
+        assert "vit_backend_plugin.harness.throughput" in cmd["throughput"]["argv"]
+
+        env = json.loads((bdir / "env.json").read_text())
+        for pkg in ("torch", "transformers", "lm_eval", "datasets"):
+            assert env["versions"][pkg], pkg
+        assert "device" in env
+
+        tp = json.loads((bdir / "throughput.json").read_text())
+        assert tp["engine"] == "hf" and tp["backend"] == backend
+        assert tp["metrics"]["images_per_s"] > 0 and tp["metrics"]["prefill_tokens_per_s"] > 0
+        assert len(tp["repeats"]) == 3
+        vals = sorted(r["images_per_s"] for r in tp["repeats"])
+        assert tp["metrics"]["images_per_s"] == pytest.approx(vals[1])  # median of 3
+
+        res = json.loads(results_file(run_dir, backend).read_text())
+        assert 0.0 <= res["results"]["mmmu_val"]["acc,none"] <= 1.0
+        assert res["config"]["model"] == "hf-multimodal"
+        assert res["config"]["model_args"]["attn_implementation"] == backend
+        # all six MMMU subject groups, as lm-eval's own mmmu_val group defines them
+        assert len(res["group_subtasks"]["mmmu_val"]) == 6
+        per_backend[backend] = samples(run_dir, backend)
+
+    eager, sdpa = per_backend["eager"], per_backend["sdpa"]
+    assert len(eager) == MMMU_ITEMS
+    assert set(eager) == set(sdpa)  # the same items, per task
+    for key in eager:
+        # (lm-eval's doc_hash covers in-memory image objects, so it differs between processes)
+        assert eager[key]["prompt_hash"] == sdpa[key]["prompt_hash"]
+        assert eager[key]["target_hash"] == sdpa[key]["target_hash"]
+        assert eager[key]["doc"]["image_1"] == sdpa[key]["doc"]["image_1"]  # lm-eval's image digest
+        assert isinstance(eager[key]["filtered_resps"][0], str)
+    # lm-eval's own MMMU prompt (not ours) reached the model through the chat template
+    some = next(iter(eager.values()))
+    assert "Answer with the option's letter from the given choices directly." in json.dumps(some) or \
+        "Answer the question using a single word or phrase." in json.dumps(some)
+
+    if report_available():
+        for name in ("report.md", "report.html", "summary.json"):
+            assert (run_dir / name).is_file(), name
+        assert "report:" in out(proc) and str(run_dir / "report.md") in out(proc)
+    else:
+        assert "report: not available" in out(proc)
+
+
+def test_demo_rerun_skips_complete_and_redoes_a_truncated_results_file(demo_run, cache):
+    run_dir, first, _ = demo_run
+    assert first.returncode == 0
+    eager_res = results_file(run_dir, "eager")
+    eager_mtime = eager_res.stat().st_mtime_ns
+    sdpa_tp_mtime = (run_dir / "sdpa" / "throughput.json").stat().st_mtime_ns
+    sdpa_res = results_file(run_dir, "sdpa")
+    data = sdpa_res.read_bytes()
+    sdpa_res.write_bytes(data[: len(data) // 2])  # a half-written results file
+
+    proc, seconds = vit("demo", "--out", str(run_dir), cache=cache)
+    assert proc.returncode == 0, out(proc)[-4000:]
+    text = out(proc)
+    assert "eager: complete, skipped" in text
+    assert "sdpa accuracy: redoing (corrupt results file" in text
+    # eager untouched; sdpa accuracy redone with a valid file; sdpa throughput was fine: kept
+    assert results_file(run_dir, "eager") == eager_res
+    assert eager_res.stat().st_mtime_ns == eager_mtime
+    new = results_file(run_dir, "sdpa")
+    json.loads(new.read_text())
+    assert status(run_dir, "sdpa")["phases"]["accuracy"] == "complete"
+    assert (run_dir / "sdpa" / "throughput.json").stat().st_mtime_ns == sdpa_tp_mtime
+    assert len(samples(run_dir, "sdpa")) == MMMU_ITEMS
+
+
+# --------------------------------------------------------------------------- run: crash, resume, force
+def test_crashing_backend_is_recorded_and_the_others_still_run(tmp_path, cache):
+    cfg = mini_config(tmp_path, "crash")
+    run_dir = tmp_path / "crash"
+    proc, _ = vit("run", str(cfg), cache=cache, extra_env={"VIT_PARITY_FAULT": "eager:accuracy"})
+    assert proc.returncode == 1, out(proc)[-4000:]
+    st = status(run_dir, "eager")
+    assert st["phases"] == {"accuracy": "failed", "throughput": "complete"}
+    assert "injected fault for backend eager" in st["errors"]["accuracy"]
+    assert "RuntimeError" in st["errors"]["accuracy"]  # the tail of the child's traceback
+    assert "eager accuracy: FAILED" in out(proc)
+    assert status(run_dir, "sdpa")["phases"] == {"accuracy": "complete", "throughput": "complete"}
+    assert len(samples(run_dir, "sdpa")) == 30  # limit 1 per subject
+    # the crashed phase left nothing that could be half-read
+    assert not list((run_dir / "eager" / "lm_eval").rglob("results_*.json"))
+
+    sdpa_mtime = results_file(run_dir, "sdpa").stat().st_mtime_ns
+    proc, _ = vit("run", str(cfg), cache=cache)  # the fault is gone: eager is retried, sdpa kept
+    assert proc.returncode == 0, out(proc)[-4000:]
+    assert "eager accuracy: retrying (failed in an earlier run)" in out(proc)
+    assert "sdpa: complete, skipped" in out(proc)
+    assert status(run_dir, "eager")["phases"]["accuracy"] == "complete"
+    assert status(run_dir, "eager")["errors"] == {}
+    assert results_file(run_dir, "sdpa").stat().st_mtime_ns == sdpa_mtime
+    assert set(samples(run_dir, "eager")) == set(samples(run_dir, "sdpa"))
+
+
+def test_force_interrupted_and_config_change(tmp_path, cache):
+    cfg = mini_config(tmp_path, "force", backends=["sdpa"], throughput={"enabled": False})
+    run_dir = tmp_path / "force"
+    proc, _ = vit("run", str(cfg), cache=cache)
+    assert proc.returncode == 0, out(proc)[-4000:]
+    first = results_file(run_dir, "sdpa")
+    tp = json.loads((run_dir / "sdpa" / "throughput.json").read_text())
+    assert tp["skipped"] and tp["metrics"] == {}
+
+    # --force redoes a complete backend
+    proc, _ = vit("run", str(cfg), "--force", cache=cache)
+    assert proc.returncode == 0, out(proc)[-4000:]
+    assert "skipped (use --force" not in out(proc)
+    second = results_file(run_dir, "sdpa")
+    assert second != first and not first.exists()
+
+    # a process killed mid-phase leaves "running" and partial files: redone, never half-read
+    st = status(run_dir, "sdpa")
+    st["phases"]["accuracy"] = "running"
+    (run_dir / "sdpa" / "status.json").write_text(json.dumps(st))
+    next(second.parent.glob("samples_mmmu_val_math_*.jsonl")).unlink()
+    proc, _ = vit("run", str(cfg), cache=cache)
+    assert proc.returncode == 0, out(proc)[-4000:]
+    assert "sdpa accuracy: redoing (interrupted in an earlier run)" in out(proc)
+    third = results_file(run_dir, "sdpa")
+    assert third != second
+    assert list(third.parent.glob("samples_mmmu_val_math_*.jsonl"))
+    assert status(run_dir, "sdpa")["phases"]["accuracy"] == "complete"
+
+    # the same run dir with a config that changes what results mean: refused, one line
+    changed = mini_config(tmp_path, "force", backends=["sdpa"], throughput={"enabled": False}, limit=2)
+    proc, _ = vit("run", str(changed), cache=cache)
+    assert proc.returncode == 2
+    assert "holds a run made with a different config (differs in: limit)" in proc.stderr
+    assert "Traceback" not in proc.stderr

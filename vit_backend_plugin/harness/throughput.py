@@ -1,0 +1,336 @@
+"""Child process for the throughput phase: ``python -m vit_backend_plugin.harness.throughput --spec JSON``.
+
+One fresh process per backend. Writes ``throughput.json`` atomically (see :mod:`vit_backend_plugin.rundir`):
+
+* engine ``vllm``: offline generation over random images exactly like
+  ``vllm bench serve --dataset-name random-mm --backend openai-chat``: the prompts come from
+  vLLM's own ``RandomMultiModalDataset`` (bucket config, items per request, random text of
+  ``input_len`` tokens, ``output_len`` output tokens with ``ignore_eos``) as OpenAI-style chat
+  messages, sent through ``LLM.chat``. Per repeat: requests/s, input tokens/s, mean and p99 time
+  to first token (vLLM's per-request ``first_token_latency``). ``concurrency`` caps concurrent
+  sequences (``max_num_seqs``).
+* engine ``hf``: transformers with ``attn_implementation=<backend>``: vision-encoder images/s
+  (``get_image_features`` on the processor's pixel values) and prefill tokens/s (one forward
+  over the full multimodal prompt, no cache), in batches of ``concurrency`` (default 1).
+
+Warm-up requests run first and are excluded; ``repeats`` timed passes; the median of each metric
+is reported next to every repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+# engine_args are lm-eval model_args; these are lm-eval's own (not vLLM / transformers) arguments.
+LM_EVAL_ONLY_ARGS = frozenset({
+    "max_images", "interleave", "image_width", "image_height", "image_max_side", "max_batch_size",
+    "batch_size", "add_bos_token", "prefix_token_id", "lora_local_path", "max_gen_toks",
+    "max_length", "chat_template_args", "enable_thinking", "think_end_token", "truncation",
+    "logits_cache", "use_fast_tokenizer", "image_token_id", "image_string", "convert_img_format",
+    "device_map", "parallelize", "backend", "peft", "delta", "autogptq", "gptqmodel", "device",
+})
+PROCESSOR_ARGS = ("min_pixels", "max_pixels")
+PROGRESS = "VIT_PARITY_PROGRESS"  # "VIT_PARITY_PROGRESS done/total" lines: parsed by the runner
+
+
+def progress(done: int, total: int) -> None:
+    print(f"{PROGRESS} {done}/{total}", file=sys.stderr, flush=True)
+
+
+def median_metrics(repeats: list[dict[str, float | None]]) -> dict[str, float | None]:
+    keys = repeats[0].keys() if repeats else []
+    out: dict[str, float | None] = {}
+    for k in keys:
+        vals = [r[k] for r in repeats if r.get(k) is not None]
+        out[k] = float(statistics.median(vals)) if vals else None
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def image_plan(settings: dict[str, Any], n: int, seed: int) -> list[list[tuple[int, int]]]:
+    """Per prompt, the (width, height) of each image, drawn from the size mix (seeded)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sizes = [tuple(s) for s in settings["image_sizes"]]
+    mix = settings.get("image_mix") or [1.0] * len(sizes)
+    p = np.asarray(mix, dtype=float) / float(sum(mix))
+    k = settings.get("images_per_prompt", 1)
+    return [[sizes[i] for i in rng.choice(len(sizes), size=k, p=p)] for _ in range(n)]
+
+
+def random_image(rng, width: int, height: int):
+    from PIL import Image
+
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype="uint8"))
+
+
+def device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor()}
+    try:
+        import torch
+
+        info["torch_cuda"] = torch.version.cuda
+        if torch.cuda.is_available():
+            idx = torch.cuda.current_device()
+            info["device"] = torch.cuda.get_device_name(idx)
+            info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(idx)))
+        else:
+            info["device"] = "cpu"
+            info["cpu_threads"] = torch.get_num_threads()
+    except Exception as e:  # pragma: no cover - device info is best effort
+        info["error"] = str(e)
+    return info
+
+
+# --------------------------------------------------------------------------- vLLM
+def vllm_prompts(tokenizer, settings: dict[str, Any], n: int, seed: int) -> list[list[dict]]:
+    """``n`` chat conversations from vLLM's own random-mm data set (what
+    ``vllm bench serve --dataset-name random-mm --backend openai-chat`` sends)."""
+    from vllm.benchmarks.datasets import RandomMultiModalDataset
+
+    k = settings["images_per_prompt"]
+    mix = settings.get("image_mix") or [1.0] * len(settings["image_sizes"])
+    # vLLM's bucket keys are (height, width, num_frames); ours are (width, height).
+    bucket = {(h, w, 1): float(m) for (w, h), m in zip(settings["image_sizes"], mix, strict=True)}
+    reqs = RandomMultiModalDataset(random_seed=seed).sample(
+        tokenizer=tokenizer,
+        num_requests=n,
+        prefix_len=0,
+        range_ratio=0.0,
+        input_len=settings["input_len"],
+        output_len=settings["output_len"],
+        limit_mm_per_prompt={"image": k, "video": 0},
+        base_items_per_request=k,
+        num_mm_items_range_ratio=0.0,
+        bucket_config=bucket,
+        enable_multimodal_chat=True,
+    )
+    return [r.prompt for r in reqs]
+
+
+def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
+    from vllm import LLM, SamplingParams
+
+    s = spec["settings"]
+    k = s["images_per_prompt"]
+    kwargs: dict[str, Any] = {
+        "model": spec["model"],
+        "trust_remote_code": spec["trust_remote_code"],
+        "seed": spec["seed"],
+        "disable_log_stats": False,  # per-request first_token_latency needs stats
+        "limit_mm_per_prompt": {"image": k, "video": 0},
+    }
+    if spec["route"] == "engine_arg":
+        kwargs["mm_encoder_attn_backend"] = spec["backend"]
+    if s.get("concurrency"):
+        kwargs["max_num_seqs"] = s["concurrency"]
+    kwargs.update({k2: v for k2, v in spec["engine_args"].items()
+                   if k2 not in LM_EVAL_ONLY_ARGS and k2 not in PROCESSOR_ARGS})
+    llm = LLM(**kwargs)
+    tokenizer = llm.get_tokenizer()
+
+    def sample(n: int, seed: int):
+        return vllm_prompts(tokenizer, s, n, seed)
+
+    params = SamplingParams(
+        n=1, temperature=0.0, max_tokens=s["output_len"], ignore_eos=True, detokenize=False
+    )
+    total = s["repeats"] + (1 if s["warmup"] else 0)
+    done = 0
+    if s["warmup"]:
+        llm.chat(sample(s["warmup"], spec["seed"] + 1), params, use_tqdm=False)
+        done += 1
+        progress(done, total)
+    prompts = sample(s["num_prompts"], spec["seed"])
+    repeats = []
+    for _ in range(s["repeats"]):
+        t0 = time.perf_counter()
+        outs = llm.chat(prompts, params, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        in_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
+        ttft = [
+            o.metrics.first_token_latency * 1000.0
+            for o in outs
+            if getattr(o, "metrics", None) is not None and o.metrics.first_token_latency
+        ]
+        repeats.append(
+            {
+                "requests_per_s": len(outs) / wall,
+                "input_tokens_per_s": in_tokens / wall,
+                "ttft_mean_ms": statistics.fmean(ttft) if ttft else None,
+                "ttft_p99_ms": percentile(ttft, 99) if ttft else None,
+                "wall_s": wall,
+            }
+        )
+        done += 1
+        progress(done, total)
+    return {"repeats": repeats}
+
+
+# --------------------------------------------------------------------------- transformers
+def _torch_dtype(name: str | None):
+    import torch
+
+    if name in (None, "auto"):
+        return "auto"
+    return getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "half": "float16",
+                           "fp32": "float32", "float": "float32"}.get(name, name))
+
+
+def run_hf(spec: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vit_backend_plugin.harness import hf_attention
+
+    s = spec["settings"]
+    backend = spec["backend"]
+    hf_attention.register(backend)
+    torch.manual_seed(spec["seed"])
+    device = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    eargs = {k: v for k, v in spec["engine_args"].items() if k not in LM_EVAL_ONLY_ARGS}
+    dtype = _torch_dtype(eargs.pop("dtype", None))
+    proc_args = {k: eargs.pop(k) for k in PROCESSOR_ARGS if k in eargs}
+    model = AutoModelForImageTextToText.from_pretrained(
+        spec["model"],
+        attn_implementation=backend,
+        dtype=dtype,
+        trust_remote_code=spec["trust_remote_code"],
+        **eargs,
+    ).to(device).eval()
+    processor = AutoProcessor.from_pretrained(
+        spec["model"], trust_remote_code=spec["trust_remote_code"], **proc_args
+    )
+
+    rng = np.random.default_rng(spec["seed"])
+    words = ["the", "image", "shows", "a", "figure", "with", "shapes", "and", "colors"]
+
+    def prompts(n: int, seed: int):
+        plan = image_plan(s, n, seed)
+        out = []
+        for sizes in plan:
+            images = [random_image(rng, w, h) for (w, h) in sizes]
+            text = " ".join(rng.choice(words, size=s["input_len"])) if s["input_len"] else "Describe the image."
+            messages = [{"role": "user", "content": [{"type": "image"} for _ in images]
+                         + [{"type": "text", "text": text}]}]
+            chat = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            out.append((chat, images))
+        return out
+
+    batch = s.get("concurrency") or 1
+    feat_params = set(inspect.signature(model.get_image_features).parameters)
+
+    def encode(items):
+        texts = [t for t, _ in items]
+        images = [img for _, imgs in items for img in imgs]
+        enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
+        return enc.to(device)
+
+    def one_pass(items) -> tuple[float, int, float, int]:
+        """(encoder seconds, images, prefill seconds, tokens) over items, in batches."""
+        enc_s = pre_s = 0.0
+        n_img = n_tok = 0
+        for i in range(0, len(items), batch):
+            chunk = items[i: i + batch]
+            enc = encode(chunk)
+            vis = {k: v for k, v in enc.items() if k in feat_params}
+            if "pixel_values" in vis and vis["pixel_values"].is_floating_point():
+                vis["pixel_values"] = vis["pixel_values"].to(model.dtype)
+            inputs = dict(enc)
+            if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+                inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            with torch.inference_mode():
+                _sync(device)
+                t0 = time.perf_counter()
+                model.get_image_features(**vis)
+                _sync(device)
+                t1 = time.perf_counter()
+                model(**inputs, use_cache=False)
+                _sync(device)
+                t2 = time.perf_counter()
+            enc_s += t1 - t0
+            pre_s += t2 - t1
+            n_img += sum(len(imgs) for _, imgs in chunk)
+            n_tok += int(enc["attention_mask"].sum())
+        return enc_s, n_img, pre_s, n_tok
+
+    total = s["repeats"] + (1 if s["warmup"] else 0)
+    done = 0
+    if s["warmup"]:
+        one_pass(prompts(s["warmup"], spec["seed"] + 1))
+        done += 1
+        progress(done, total)
+    items = prompts(s["num_prompts"], spec["seed"])
+    repeats = []
+    for _ in range(s["repeats"]):
+        enc_s, n_img, pre_s, n_tok = one_pass(items)
+        repeats.append(
+            {
+                "images_per_s": n_img / enc_s if enc_s > 0 else None,
+                "prefill_tokens_per_s": n_tok / pre_s if pre_s > 0 else None,
+                "encoder_s": enc_s,
+                "prefill_s": pre_s,
+            }
+        )
+        done += 1
+        progress(done, total)
+    return {"repeats": repeats, "batch_size": batch, "device_used": str(device)}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vit_backend_plugin.harness.throughput")
+    p.add_argument("--spec", required=True, help="JSON built by harness.commands.throughput_spec")
+    args = p.parse_args(argv)
+    spec = json.loads(args.spec)
+
+    from vit_backend_plugin.harness.lm_eval_child import check_fault
+    from vit_backend_plugin.rundir import atomic_write_json
+
+    check_fault(spec["backend"], "throughput")
+    result = run_vllm(spec) if spec["engine"] == "vllm" else run_hf(spec)
+    repeats = result.pop("repeats")
+    keys = (
+        ("requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms")
+        if spec["engine"] == "vllm"
+        else ("images_per_s", "prefill_tokens_per_s")
+    )
+    med = median_metrics(repeats)
+    doc = {
+        "engine": spec["engine"],
+        "backend": spec["backend"],
+        "metrics": {k: med.get(k) for k in keys},
+        "repeats": repeats,
+        "settings": spec["settings"],
+        "device": device_info(),
+        **result,
+    }
+    atomic_write_json(spec["out"], doc)
+    print(json.dumps(doc["metrics"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    raise SystemExit(main())
