@@ -363,6 +363,7 @@ def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05) -> list[dict
     picks inside vLLM (once per process, geometric mean over that head size's shapes), against the
     fastest candidate of each shape."""
     try:
+        from vit_backend_plugin.backends import FEATURES
         from vit_backend_plugin.resolver import Measurement, ResolveRequest, resolve
     except ImportError:  # pyyaml missing: no catalog, no check
         return []
@@ -374,7 +375,7 @@ def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05) -> list[dict
         common = set.intersection(*(set(p) for p in per)) if per else set()
         measured = {n: Measurement(_geomean([p[n]["tflops"] for p in per]),
                                    all(p[n]["numerics_ok"] for p in per)) for n in common}
-        feats = frozenset({"triton", "vit_triton_kernel", "torch_cudnn_sdpa", "torch_flash_sdpa"})
+        feats = frozenset(FEATURES)  # only measured candidates compete; they ran, so they import
         pick = resolve(ResolveRequest(head_size=head, dtype=group[0].get("dtype", "bfloat16"),
                                       capability=(9, 0), features=feats, measured=measured)).chosen
         for r, p in zip(group, per, strict=True):
@@ -451,7 +452,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 ALL_CANDIDATES = ["TORCH_SDPA", "SDPA_FLASH", "SDPA_EFFICIENT", "TORCH_SDPA_CUDNN", "SDPA_CUDNN_NESTED",
-                  "TORCH_VARLEN", "VIT_TRITON", "TRITON_ATTN"]
+                  "TORCH_VARLEN", "VIT_TRITON", "VIT_AUTO", "TRITON_ATTN", "FLASH_ATTN",
+                  "FLASH_ATTN_UPSTREAM"]
 
 
 def collect(args) -> dict:
