@@ -28,7 +28,7 @@ def tiny_model(tmp_path_factory):
 def test_plugin_names():
     names = hf_attention.hf_plugin_backends()
     assert names["vit_triton"] == "VIT_TRITON"
-    assert set(names.values()) == {"VIT_TRITON", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS"}
+    assert set(names.values()) == {"VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS"}
     assert hf_attention.register("sdpa") is False  # not ours: left alone
 
 
