@@ -14,6 +14,7 @@ so one lucky shape cannot win.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -68,7 +69,9 @@ def user_table_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vit_backend_plugin" / "speed_table.json"
 
 
+@functools.cache
 def load_shipped() -> SpeedTable:
+    """Parsed once per process (vLLM resolves once per ViT layer; the data cannot change)."""
     ref = resources.files("vit_backend_plugin").joinpath("data/speed_table.json")
     if not ref.is_file():
         return SpeedTable(source="(no shipped table)")
@@ -77,13 +80,18 @@ def load_shipped() -> SpeedTable:
     return table
 
 
+@functools.cache
+def _load_user_at(path: Path, mtime_ns: int) -> SpeedTable:
+    table = SpeedTable.model_validate_json(path.read_text())
+    table.source = f"user table {path}"
+    return table
+
+
 def load_user(path: Path | None = None) -> SpeedTable | None:
     path = path or user_table_path()
     if not path.is_file():
         return None
-    table = SpeedTable.model_validate_json(path.read_text())
-    table.source = f"user table {path}"
-    return table
+    return _load_user_at(path, path.stat().st_mtime_ns)  # re-read only when `tune` rewrote it
 
 
 def save_user(table: SpeedTable, path: Path | None = None) -> Path:
