@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vit_backend_plugin.backends import (
-    DTYPES,
     PLATFORMS,
     BackendSpec,
     Catalog,
@@ -212,7 +211,6 @@ def _describe_device(req: ResolveRequest) -> str:
 
 
 __all__ = [
-    "DTYPES",
     "BackendSelectionError",
     "Candidate",
     "Measurement",

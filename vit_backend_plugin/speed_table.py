@@ -15,7 +15,6 @@ so one lucky shape cannot win.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 from importlib import resources
@@ -133,7 +132,3 @@ def lookup(capability: tuple[int, int] | None, dtype: str, head_size: int,
             shapes = ", ".join(r.shape or f"S{r.seq_len}" for r in rows)
             return combine(rows), f"{table.source} ({rows[0].device}: {shapes})"
     return {}, ""
-
-
-def dumps(table: SpeedTable) -> str:
-    return json.dumps(table.model_dump(by_alias=True, exclude={"source"}), indent=2)
