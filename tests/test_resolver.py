@@ -140,11 +140,29 @@ def test_measured_picks_fastest_usable_with_good_numerics():
         "FLASHINFER": Measurement(900),  # fastest, but head 80 unsupported -> skipped
         "VIT_TRITON": Measurement(800, numerics_ok=False),  # numerics failed -> skipped
         "TORCH_SDPA_CUDNN": Measurement(420),
+        "FLASH_ATTN": Measurement(300),
+        "FLASH_ATTN_UPSTREAM": Measurement(280),
         "TORCH_SDPA": Measurement(270),
     }
     res = resolve(req(80, measured=measured, measured_source="test table"))
     assert (res.chosen, res.how) == ("TORCH_SDPA_CUDNN", "measured")
-    assert "420 TFLOP/s" in res.why and "1.56x TORCH_SDPA" in res.why and "test table" in res.why
+    assert "420 TFLOP/s" in res.why and "1.40x FLASH_ATTN" in res.why and "test table" in res.why
+
+
+def test_unmeasured_usable_candidate_blocks_the_measured_choice():
+    # Issue 11: a table without stock vLLM's FLASH_ATTN picked a slower backend on the H100.
+    measured = {"TORCH_SDPA": Measurement(274), "VIT_TRITON": Measurement(261)}
+    res = resolve(req(72, feats={"vllm_flash_attn", "triton", "vit_triton_kernel"},
+                      measured=measured))
+    assert (res.chosen, res.how) == ("FLASH_ATTN", "static")
+    assert "not measured: FLASH_ATTN" in res.why and "vit-parity tune" in res.why
+    # Once FLASH_ATTN is measured too, the table decides.
+    res = resolve(req(72, feats={"vllm_flash_attn", "triton", "vit_triton_kernel"},
+                      measured={**measured, "FLASH_ATTN": Measurement(246)}))
+    assert (res.chosen, res.how) == ("TORCH_SDPA", "measured")
+    # Candidates that cannot run here need no measurement (no flash-attn installed).
+    res = resolve(req(72, feats={"triton", "vit_triton_kernel"}, measured=measured))
+    assert (res.chosen, res.how) == ("TORCH_SDPA", "measured")
 
 
 def test_measured_without_usable_entry_falls_back_to_static():
@@ -173,7 +191,9 @@ def test_chosen_is_always_usable(head, dtype, platform, cap, feats, speeds):
     res = resolve(r)
     assert why_unusable(CAT.backends[res.chosen], validate(r, CAT)) is None
     assert res.chosen in res.usable
+    order = CAT.static_order.get(platform, ())
     if res.how == "measured":
+        assert all(n in r.measured for n in order if n in res.usable)  # nothing usable unmeasured
         m = r.measured[res.chosen]
         assert m.numerics_ok
         faster = [n for n, x in r.measured.items() if x.tflops > m.tflops and x.numerics_ok]

@@ -36,7 +36,8 @@ def test_numerics_failure_in_any_row_marks_backend():
     assert not m["A"].numerics_ok and m["B"].numerics_ok
     res = resolve(ResolveRequest(head_size=80, dtype="bfloat16", capability=(9, 0),
                                  features=frozenset({"triton", "vit_triton_kernel", "torch_cudnn_sdpa"}),
-                                 measured={"VIT_TRITON": m["A"], "TORCH_SDPA_CUDNN": m["B"]}))
+                                 measured={"VIT_TRITON": m["A"], "TORCH_SDPA_CUDNN": m["B"],
+                                           "TORCH_SDPA": st.Measurement(50)}))
     assert res.chosen == "TORCH_SDPA_CUDNN"
 
 

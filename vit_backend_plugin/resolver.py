@@ -5,7 +5,9 @@ Policy
 1. Explicit choice (vLLM's ``mm_encoder_attn_backend``, else ``VIT_ATTN_BACKEND``): honoured if
    usable, otherwise :class:`BackendSelectionError` naming the reason and the usable backends.
 2. Automatic, measured: the fastest usable backend in the measured-speed rows matching this device,
-   dtype, head size (and sequence length), among those whose numerical check passed.
+   dtype, head size (and sequence length), among those whose numerical check passed — only when
+   every usable backend of the static order (stock vLLM's default among them) was measured too;
+   otherwise a faster, unmeasured candidate could lose to a measured one, and rule 3 decides.
 3. Automatic, static: the catalog's ``static_order`` for the platform (cuda: vLLM FlashAttention ->
    upstream flash_attn -> our Triton kernel -> torch SDPA). Falling past upstream flash_attn only
    because it is not installed carries an install hint.
@@ -158,7 +160,11 @@ def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
             )
         return Resolution(req.explicit, "explicit", f"requested by {req.explicit_source}", candidates)
 
-    fastest = _fastest_measured(req, usable)
+    order = catalog.static_order.get(req.platform, ("TORCH_SDPA",))
+    # A measured choice may only beat candidates that were measured too: a usable backend the
+    # table lacks (stock vLLM's FLASH_ATTN on a table made without vLLM, say) could be faster.
+    unmeasured = [n for n in order if n in usable and n not in req.measured]
+    fastest = _fastest_measured(req, usable) if not unmeasured else None
     if fastest is not None:
         name, m, runner_up = fastest
         why = f"fastest measured ({m.tflops:.0f} TFLOP/s"
@@ -167,12 +173,14 @@ def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
         why += ")" + (f" in {req.measured_source}" if req.measured_source else "")
         return Resolution(name, "measured", why, candidates)
 
-    order = catalog.static_order.get(req.platform, ("TORCH_SDPA",))
     chosen = next((n for n in order if reasons[n] is None), "TORCH_SDPA")
     skipped = [f"{n}: {reasons[n]}" for n in order[: order.index(chosen)]] if chosen in order else []
     why = "static order " + " -> ".join(order)
     if skipped:
         why += "; skipped " + "; ".join(skipped)
+    if req.measured and unmeasured:
+        why += (f"; speed table ignored: usable but not measured: {', '.join(unmeasured)} "
+                "(measure them here with `vit-parity tune`)")
     hint = None
     upstream = catalog.backends.get("FLASH_ATTN_UPSTREAM")
     if (
