@@ -79,7 +79,9 @@ def runtime_features(platform: str) -> frozenset[str]:
             import torch
 
             if torch.cuda.is_available():
-                if torch.backends.cudnn.is_available() and torch.backends.cuda.cudnn_sdp_enabled():
+                # Not cudnn_sdp_enabled(): vLLM turns cuDNN SDPA off globally at import, and
+                # TORCH_SDPA_CUDNN / VIT_AUTO force it on for their own calls only.
+                if torch.backends.cudnn.is_available():
                     feats.add("torch_cudnn_sdpa")
                 if torch.backends.cuda.flash_sdp_enabled():
                     feats.add("torch_flash_sdpa")

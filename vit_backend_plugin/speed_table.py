@@ -35,6 +35,8 @@ class SpeedEntry(BaseModel):
     seq_len: tuple[int, int]  # inclusive per-sequence length range this row stands for
     shape: str = ""
     equal_lengths: bool | None = None  # all sequences of the measured shape had one length
+    num_seqs: int | None = None  # sequences in the measured call (VIT_AUTO's nearest-row key)
+    how: str = ""  # "vllm layer" (engine-faithful) or "raw kernel"
     tflops: dict[str, float]
     numerics_ok: dict[str, bool] = Field(default_factory=dict)
 

@@ -1,33 +1,43 @@
-"""VIT_AUTO: per call, whichever of our Triton kernel (VIT_TRITON) and torch SDPA on cuDNN
-(TORCH_SDPA_CUDNN) the measured-speed table says is faster for this call's shape.
+"""VIT_AUTO: per call, the fastest of vLLM's FlashAttention (FA3 on Hopper, where importable),
+torch SDPA on cuDNN (forced for its own calls, whatever vLLM set globally) and our Triton kernel,
+as the measured-speed table says for this call's shape.
 
-vLLM picks a ViT backend once per process, before it sees an image; the fastest kernel differs by
-shape (cuDNN wins equal-length batches at some head sizes, ours wins windows and mixed lengths).
-The per-call decision uses host-side facts only, so it costs no device sync:
-head_dim, dtype, whether all sequences have equal length (total tokens == batch * max_seqlen),
-and the length bucket of max_seqlen. Unknown shapes go to VIT_TRITON (one launch, any length mix).
+vLLM picks a ViT backend once per process, before it sees an image, and no single kernel wins
+every shape (H100: FA3 long and mixed-length batches, cuDNN equal-length batches of image size,
+ours windows and d64). The decision uses host-side facts only, so it costs no device sync: head
+size, dtype, whether all sequences have equal length (total tokens == batch * max_seqlen), the
+max_seqlen bucket and the number of sequences. The table is data (``data/speed_table.json``, or
+the user table written by `vit-parity tune`); with no row for a shape, FlashAttention where it
+runs this head size, else our kernel.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 DEFAULT = "VIT_TRITON"
-CHOICES = ("VIT_TRITON", "TORCH_SDPA_CUDNN")
+CHOICES = ("FLASH_ATTN", "TORCH_SDPA_CUDNN", "VIT_TRITON")
 
 
-def choose(rows: list[dict], equal_lengths: bool, max_seqlen: int) -> str:
-    """Pure policy. ``rows``: speed-table entries (dicts) for one device/dtype/head size.
-    The most specific row for this call (same equal/mixed kind, bucket containing max_seqlen)
-    decides between CHOICES; numerics must have passed."""
+def choose(rows: list[dict], equal_lengths: bool, max_seqlen: int, num_seqs: int | None = None,
+           available: tuple[str, ...] = CHOICES, default: str = DEFAULT) -> str:
+    """Pure policy. ``rows``: speed-table entries (dicts) for one device/dtype/head size. Among the
+    rows of the same kind (equal or mixed lengths) whose bucket holds max_seqlen, the narrowest
+    bucket, then the nearest number of sequences, decides between ``available``; numerics must
+    have passed."""
     fit = [r for r in rows
            if r.get("equal_lengths") is equal_lengths and r["seq_len"][0] <= max_seqlen <= r["seq_len"][1]]
     if not fit:
-        return DEFAULT
-    row = min(fit, key=lambda r: r["seq_len"][1] - r["seq_len"][0])
+        return default
+    width = min(r["seq_len"][1] - r["seq_len"][0] for r in fit)
+    fit = [r for r in fit if r["seq_len"][1] - r["seq_len"][0] == width]
+    if num_seqs and any(r.get("num_seqs") for r in fit):
+        fit.sort(key=lambda r: abs(math.log2(r.get("num_seqs") or 1) - math.log2(num_seqs)))
+    row = fit[0]
     ok = {n: t for n, t in row["tflops"].items()
-          if n in CHOICES and row.get("numerics_ok", {}).get(n, False)}
-    return max(ok, key=ok.get) if ok else DEFAULT
+          if n in available and row.get("numerics_ok", {}).get(n, False)}
+    return max(ok, key=ok.get) if ok else default
 
 
 @functools.cache
@@ -44,16 +54,50 @@ def _rows(capability: tuple[int, int], dtype: str, head_size: int) -> tuple[dict
 
 
 @functools.cache
-def _cudnn_available() -> bool:
+def _available(is_cuda: bool, dtype: str, head_size: int) -> tuple[str, ...]:
+    """Which CHOICES can run this call. cuDNN only needs to exist: our calls force it on."""
+    if not is_cuda:
+        return (DEFAULT,)
     import torch
 
-    return torch.backends.cudnn.is_available() and torch.backends.cuda.cudnn_sdp_enabled()
+    half = dtype in ("float16", "bfloat16")
+    out = []
+    if half and head_size % 8 == 0 and head_size <= 256 and _vllm_flash_attn() is not None:
+        out.append("FLASH_ATTN")
+    if half and head_size % 8 == 0 and torch.backends.cudnn.is_available():
+        out.append("TORCH_SDPA_CUDNN")
+    out.append("VIT_TRITON")
+    return tuple(out)
 
 
 @functools.cache
-def _decide(capability, dtype: str, head_size: int, equal_lengths: bool, max_seqlen: int) -> str:
-    name = choose(list(_rows(capability, dtype, head_size)), equal_lengths, max_seqlen)
-    return name if name != "TORCH_SDPA_CUDNN" or _cudnn_available() else DEFAULT
+def _vllm_flash_attn():
+    """(flash_attn_varlen_func, get_flash_attn_version) from the installed vLLM, or None."""
+    try:
+        from vllm.v1.attention.backends.fa_utils import (
+            flash_attn_varlen_func,
+            get_flash_attn_version,
+        )
+    except Exception:  # noqa: BLE001 -- no CUDA build of vLLM here
+        return None
+    return flash_attn_varlen_func, get_flash_attn_version
+
+
+def vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None):
+    """vLLM's FlashAttention varlen call, as its ViT wrapper makes it (FA version vLLM picks)."""
+    fn, version = _vllm_flash_attn()
+    return fn(q, k, v, cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens,
+              max_seqlen_q=max_seqlen, max_seqlen_k=max_seqlen, dropout_p=0.0,
+              softmax_scale=softmax_scale, causal=False, fa_version=version(head_size=q.shape[-1]))
+
+
+@functools.lru_cache(maxsize=4096)
+def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_lengths: bool,
+           max_seqlen: int, num_seqs: int, is_cuda: bool) -> str:
+    available = _available(is_cuda, dtype, head_size)
+    default = "FLASH_ATTN" if "FLASH_ATTN" in available else DEFAULT
+    return choose(list(_rows(capability, dtype, head_size)), equal_lengths, max_seqlen, num_seqs,
+                  available, default)
 
 
 def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None):
@@ -67,5 +111,9 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None):
     equal = batch > 0 and q.shape[0] == batch * max_seqlen
     cap = torch.cuda.get_device_capability(q.device) if q.is_cuda else (0, 0)
     dtype = str(q.dtype).removeprefix("torch.")
-    name = _decide(tuple(cap), dtype, q.shape[-1], equal, max_seqlen)
+    name = decide(tuple(cap), dtype, q.shape[-1], equal, max_seqlen, batch, q.is_cuda)
+    if name == "FLASH_ATTN":
+        if softmax_scale is None:
+            softmax_scale = q.shape[-1] ** -0.5
+        return vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale)
     return KERNELS[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale)

@@ -60,8 +60,7 @@ def main(args) -> int:
     args.sweep = bool(args.kernel_configs)
     data = bench.collect(args)
     bench.print_table(data["rows"], data["candidates"], data["summary"])
-    m = data["meta"]
-    entries = bench.speed_table_entries(data["rows"], m["device"], tuple(m["capability"]), m["dtype"])
+    entries = bench.table_entries(data)
     table = speed_table.SpeedTable.model_validate({"schema": 1, "entries": entries})
     path = speed_table.save_user(table, Path(args.out) if args.out else None)
     print(f"wrote {len(entries)} speed-table rows to {path}")
