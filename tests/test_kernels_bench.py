@@ -80,3 +80,23 @@ def test_kernel_config_table_covers_every_head_dim():
                 assert cfg["kernel"] in ("main", "packed")
                 if cfg["kernel"] == "packed":
                     assert ms <= 64
+
+
+def test_merging_runs_keeps_each_backends_best_and_any_numerics_failure():
+    def e(t, ok):
+        return {"device": "GPU", "capability": [9, 0], "dtype": "bfloat16", "head_size": 72,
+                "shape": "mixed d72", "seq_len": [1, 4096], "tflops": t, "numerics_ok": ok}
+
+    merged = bench.merge_entries([[e({"FLASH_ATTN": 169.0, "VIT_TRITON": 209.0}, {"FLASH_ATTN": True, "VIT_TRITON": True})],
+                                  [e({"FLASH_ATTN": 249.0, "VIT_TRITON": 205.0}, {"FLASH_ATTN": True, "VIT_TRITON": False})]])
+    assert len(merged) == 1
+    assert merged[0]["tflops"] == {"FLASH_ATTN": 249.0, "VIT_TRITON": 209.0}
+    assert merged[0]["numerics_ok"] == {"FLASH_ATTN": True, "VIT_TRITON": False}
+
+
+def test_the_pick_counts_as_a_sample_of_its_backend():
+    rows = [{"shape": {"name": "s", "head_dim": 72, "lens": [729] * 4}, "pick": "FLASH_ATTN", "results": [
+        {"candidate": "FLASH_ATTN", "tflops": 169.0, "numerics_ok": True},
+        {"candidate": "PICK", "tflops": 253.0, "numerics_ok": True}]}]
+    (entry,) = bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16")
+    assert entry["tflops"] == {"FLASH_ATTN": 253.0}

@@ -212,3 +212,19 @@ def test_explicit_is_chosen_iff_usable(head, dtype, feats, explicit):
     else:
         with pytest.raises(BackendSelectionError):
             resolve(r)
+
+
+def test_faster_on_average_but_slower_than_stock_on_one_shape_is_not_chosen():
+    # Issue 11: VIT_TRITON wins the d80 geomean but trails FA3 on long and mixed-length batches.
+    feats = {"vllm_flash_attn", "triton", "vit_triton_kernel"}
+    measured = {
+        "FLASH_ATTN": Measurement(380, per_shape=(314, 482, 508, 33, 446)),
+        "VIT_TRITON": Measurement(390, per_shape=(338, 414, 423, 70, 346)),
+        "VIT_AUTO": Measurement(385, per_shape=(337, 470, 504, 70, 442)),
+        "TORCH_SDPA": Measurement(60, per_shape=(125, 233, 265, 0.6, 165)),
+    }
+    res = resolve(req(80, feats=feats, measured=measured))
+    assert (res.chosen, res.how) == ("VIT_AUTO", "measured")  # within 3% of FA3 on every shape
+    assert res.why.endswith("passed over, slower than FLASH_ATTN on a measured shape: VIT_TRITON")
+    worse = {**measured, "VIT_AUTO": Measurement(385, per_shape=(337, 450, 504, 70, 442))}
+    assert resolve(req(80, feats=feats, measured=worse)).chosen == "FLASH_ATTN"

@@ -40,6 +40,13 @@ class BackendSelectionError(ValueError):
 class Measurement:
     tflops: float
     numerics_ok: bool = True
+    # TFLOP/s per measured shape, in the same shape order for every backend of one lookup.
+    per_shape: tuple[float, ...] = ()
+
+
+# A measured choice may trail the static choice (stock vLLM's default first) on no measured shape
+# by more than timing noise: on average faster is not enough.
+PER_SHAPE_TOLERANCE = 0.97
 
 
 @dataclass(frozen=True)
@@ -164,16 +171,20 @@ def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
     # A measured choice may only beat candidates that were measured too: a usable backend the
     # table lacks (stock vLLM's FLASH_ATTN on a table made without vLLM, say) could be faster.
     unmeasured = [n for n in order if n in usable and n not in req.measured]
-    fastest = _fastest_measured(req, usable) if not unmeasured else None
+    chosen = next((n for n in order if reasons[n] is None), "TORCH_SDPA")
+    slower = _slower_somewhere(req, usable, chosen)
+    fastest = _fastest_measured(req, [n for n in usable if n not in slower]) if not unmeasured else None
     if fastest is not None:
         name, m, runner_up = fastest
         why = f"fastest measured ({m.tflops:.0f} TFLOP/s"
         if runner_up is not None:
             why += f", {m.tflops / runner_up[1].tflops:.2f}x {runner_up[0]}"
         why += ")" + (f" in {req.measured_source}" if req.measured_source else "")
+        passed = [n for n in slower if req.measured[n].numerics_ok and req.measured[n].tflops > m.tflops]
+        if passed:
+            why += f"; passed over, slower than {chosen} on a measured shape: {', '.join(passed)}"
         return Resolution(name, "measured", why, candidates)
 
-    chosen = next((n for n in order if reasons[n] is None), "TORCH_SDPA")
     skipped = [f"{n}: {reasons[n]}" for n in order[: order.index(chosen)]] if chosen in order else []
     why = "static order " + " -> ".join(order)
     if skipped:
@@ -200,6 +211,20 @@ def _fastest_measured(req: ResolveRequest, usable: list[str]):
         return None
     ranked = sorted(ok.items(), key=lambda kv: kv[1].tflops, reverse=True)
     return ranked[0][0], ranked[0][1], (ranked[1] if len(ranked) > 1 else None)
+
+
+def _slower_somewhere(req: ResolveRequest, usable: list[str], baseline: str) -> list[str]:
+    """Usable measured backends that trail ``baseline`` on some measured shape (beyond noise)."""
+    base = req.measured.get(baseline)
+    if base is None or not base.numerics_ok or not base.per_shape:
+        return []
+    out = []
+    for name, m in req.measured.items():
+        if name in usable and name != baseline and len(m.per_shape) == len(base.per_shape) and any(
+            x < PER_SHAPE_TOLERANCE * b for x, b in zip(m.per_shape, base.per_shape, strict=True)
+        ):
+            out.append(name)
+    return out
 
 
 def _only_missing_package(spec: BackendSpec, req: ResolveRequest) -> bool:

@@ -116,7 +116,7 @@ def combine(rows: list[SpeedEntry]) -> dict[str, Measurement]:
             continue
         gm = math.exp(sum(math.log(v) for v in vals) / len(vals))
         ok = all(r.numerics_ok.get(name, False) for r in rows)
-        out[name] = Measurement(tflops=gm, numerics_ok=ok)
+        out[name] = Measurement(tflops=gm, numerics_ok=ok, per_shape=tuple(vals))
     return out
 
 

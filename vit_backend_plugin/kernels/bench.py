@@ -460,6 +460,11 @@ def speed_table_entries(rows: list[dict], device: str, capability: tuple[int, in
     entries = []
     for row in rows:
         by = {r["candidate"]: r for r in row["results"] if r.get("tflops")}
+        pick = by.pop("PICK", None)
+        if pick and row.get("pick") in by:  # the pick is one more sample of that backend
+            same = by[row["pick"]]
+            by[row["pick"]] = dict(same, tflops=max(same["tflops"], pick["tflops"]),
+                                   numerics_ok=same["numerics_ok"] and pick["numerics_ok"])
         sh = row["shape"]
         entries.append({
             "device": device, "capability": list(capability), "dtype": row.get("dtype") or dtype,
@@ -469,6 +474,23 @@ def speed_table_entries(rows: list[dict], device: str, capability: tuple[int, in
             "numerics_ok": {n: bool(by[n]["numerics_ok"]) for n in TABLE_NAMES if n in by},
         })
     return entries
+
+
+def merge_entries(runs: list[list[dict]]) -> list[dict]:
+    """One row per shape over several runs of it: each backend's best TFLOP/s (noise only ever
+    slows a run down) and numerics OK only if OK in every run."""
+    merged: dict[tuple, dict] = {}
+    for entries in runs:
+        for e in entries:
+            key = (e["device"], tuple(e["capability"]), e["dtype"], e["head_size"], e["shape"])
+            if key not in merged:
+                merged[key] = json.loads(json.dumps(e))
+                continue
+            m = merged[key]
+            for name, t in e["tflops"].items():
+                m["tflops"][name] = max(t, m["tflops"].get(name, 0.0))
+                m["numerics_ok"][name] = m["numerics_ok"].get(name, True) and e["numerics_ok"].get(name, False)
+    return list(merged.values())
 
 
 def write_speed_table(path: str, entries: list[dict]) -> None:
@@ -498,6 +520,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_out", default=None, help="write full results here")
     parser.add_argument("--write-speed-table", default=None, metavar="PATH",
                         help="write a speed table (schema 1) from this run")
+    parser.add_argument("--merge-with", nargs="*", default=[], metavar="TABLE",
+                        help="speed tables of earlier runs of the same shapes to merge into the one "
+                             "written (best TFLOP/s per backend, numerics OK only if OK everywhere)")
 
 
 ALL_CANDIDATES = ["TORCH_SDPA", "SDPA_FLASH", "SDPA_EFFICIENT", "TORCH_SDPA_CUDNN", "SDPA_CUDNN_NESTED",
@@ -593,10 +618,12 @@ def collect(args) -> dict:
     return {"meta": meta, "candidates": names, "rows": rows, "summary": summarize(rows)}
 
 
-def table_entries(data: dict) -> list[dict]:
+def table_entries(data: dict, merge_with: list[str] = ()) -> list[dict]:
     m = data["meta"]
-    return speed_table_entries(data["rows"], m["device"], tuple(m["capability"]), m["dtype"],
-                               "vllm layer" if m.get("engine_faithful") else "raw kernel")
+    entries = speed_table_entries(data["rows"], m["device"], tuple(m["capability"]), m["dtype"],
+                                  "vllm layer" if m.get("engine_faithful") else "raw kernel")
+    earlier = [json.load(open(p))["entries"] for p in merge_with]
+    return merge_entries([entries, *earlier]) if earlier else entries
 
 
 def main(args) -> int:
@@ -606,7 +633,7 @@ def main(args) -> int:
         with open(args.json_out, "w") as f:
             json.dump(data, f, indent=1)
     if args.write_speed_table:
-        write_speed_table(args.write_speed_table, table_entries(data))
+        write_speed_table(args.write_speed_table, table_entries(data, args.merge_with))
     bad = [r for row in data["rows"] for r in row["results"]
            if r["candidate"] in ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN") and r.get("numerics_ok") is False]
     return 1 if bad else 0

@@ -5,9 +5,9 @@ runs it inside a vision tower.
   disables cuDNN SDPA globally at import, so torch SDPA dispatches as it does in the engine.
 * The plugin is loaded the way vLLM loads it (``load_general_plugins``), so the plugin's
   backends run through its ``MMEncoderAttention`` replacement and its custom op.
-* One ``MMEncoderAttention`` per backend, built under a config that names the backend (what
-  ``--mm-encoder-attn-backend NAME`` does); ``PICK`` is built with none: the resolver's
-  per-process choice.
+* One ``MMEncoderAttention`` per backend, built with the backend named (``VIT_ATTN_BACKEND``,
+  which the plugin's resolver honours like ``--mm-encoder-attn-backend``); ``PICK`` is built
+  with none: the resolver's per-process choice.
 * Called as Qwen2.5-VL's vision blocks call it: q/k/v ``[1, tokens, heads, head_dim]`` (q and k
   contiguous after RoPE, v a strided view of the packed qkv tensor), ``cu_seqlens`` int32 on the
   GPU, ``max_seqlen`` a CPU int32 scalar from ``MMEncoderAttention.compute_max_seqlen``.
@@ -17,8 +17,6 @@ runs it inside a vision tower.
 """
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 # Backends measured as vLLM layers. FLASHINFER needs a cuDNN workspace and bucketed lengths
 # (vLLM's own); it is listed when flashinfer imports.
@@ -47,30 +45,26 @@ def load_plugin() -> dict:
     return status()
 
 
-def _config_naming(backend: str | None):
-    from vllm.config import VllmConfig
-    from vllm.config.multimodal import MultiModalConfig
-
-    cfg = VllmConfig()
-    if backend is not None:
-        # get_multimodal_config() reads model_config.multimodal_config; a model-less stub is what
-        # vLLM's own unit tests use. MultiModalConfig validates the name as the CLI does.
-        mm = MultiModalConfig(mm_encoder_attn_backend=backend)
-        object.__setattr__(cfg, "model_config", SimpleNamespace(multimodal_config=mm))
-    return cfg
-
-
 def build_layer(torch, backend: str | None, heads: int, kv_heads: int, head_dim: int, dtype):
-    from vllm.config import set_current_vllm_config
+    """The layer a model builds; ``backend`` named through the plugin's ``VIT_ATTN_BACKEND`` (the
+    resolver honours it like ``--mm-encoder-attn-backend``; the layer comes out the same)."""
+    import os
+
+    from vllm.config import VllmConfig, set_current_vllm_config
     from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
 
-    old = torch.get_default_dtype()
+    old_dtype, old_env = torch.get_default_dtype(), os.environ.pop("VIT_ATTN_BACKEND", None)
     torch.set_default_dtype(dtype)  # models build their layers under the model dtype
+    if backend is not None:
+        os.environ["VIT_ATTN_BACKEND"] = backend
     try:
-        with set_current_vllm_config(_config_naming(backend)):
+        with set_current_vllm_config(VllmConfig()):
             return MMEncoderAttention(num_heads=heads, head_size=head_dim, num_kv_heads=kv_heads)
     finally:
-        torch.set_default_dtype(old)
+        torch.set_default_dtype(old_dtype)
+        os.environ.pop("VIT_ATTN_BACKEND", None)
+        if old_env is not None:
+            os.environ["VIT_ATTN_BACKEND"] = old_env
 
 
 def layer_candidate(torch, layer, lens: list[int]):
