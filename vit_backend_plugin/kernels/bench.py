@@ -14,8 +14,8 @@ Candidates (missing ones are reported, not fatal):
   SDPA_CUDNN_NESTED SDPA cuDNN on a jagged nested tensor (mixed-length shapes only)
   TORCH_VARLEN      torch.nn.attention.varlen.varlen_attn, where this torch has it
   VIT_TRITON        ours: the Triton varlen kernel
-  TRITON_ATTN       stock vLLM ViT Triton kernel (vLLM's own if importable, else the verbatim copy
-                    in kernels/baselines), called exactly as vLLM's ViT wrapper calls it
+  TRITON_ATTN       stock vLLM ViT Triton kernel from the installed vLLM (unavailable without
+                    vLLM), called exactly as vLLM's ViT wrapper calls it
 SDPA variants run mixed lengths as one call per sequence, like vLLM's TORCH_SDPA ViT path.
 """
 
@@ -162,11 +162,8 @@ def _candidates(torch, dtype):
     try:
         from vllm.v1.attention.ops.triton_prefill_attention import context_attention_fwd
         stock_note = "vllm"
-    except Exception:  # noqa: BLE001 -- vLLM absent (GPU image): the verbatim baseline copy
-        from vit_backend_plugin.kernels.baselines.triton_prefill_attention import (
-            context_attention_fwd,
-        )
-        stock_note = "baseline copy of vLLM 0.32 kernel"
+    except Exception as e:  # noqa: BLE001 -- vLLM not installed: no stand-in, say so
+        context_attention_fwd, stock_note = None, f"unavailable: vLLM not importable ({type(e).__name__}: {e})"
 
     def stock(x):
         # As vllm's triton_attn_wrapper does: b_start_loc/b_seq_len from cu_seqlens, non-causal.
@@ -177,7 +174,7 @@ def _candidates(torch, dtype):
                               max_input_len=x["max"], is_causal=False, softmax_scale=None)
         return o
 
-    c["TRITON_ATTN"] = (stock, stock_note)
+    c["TRITON_ATTN"] = (stock if context_attention_fwd is not None else None, stock_note)
 
     # FlashAttention, where importable (a user's vLLM GPU env; `vit-parity tune` then measures it).
     def fa(fn, extra):

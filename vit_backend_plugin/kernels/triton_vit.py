@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from vit_backend_plugin.kernels._validate import check_inputs
+from vit_backend_plugin.paths import user_configs_path
 
 LOG2E = 1.4426950408889634
 
@@ -264,8 +265,6 @@ def _stride_align(*tensors: torch.Tensor) -> int:
 def load_configs() -> dict:
     """The user-local table from `vit-parity tune --kernel-configs` ($VIT_TRITON_CONFIGS or
     ~/.cache/vit_backend_plugin/vit_triton_configs.json) if present, else kernels/configs.json."""
-    from vit_backend_plugin.kernels.tune import user_configs_path
-
     path = user_configs_path()
     if path.is_file():
         with open(path) as f:
