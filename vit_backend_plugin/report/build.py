@@ -15,6 +15,7 @@ from vit_backend_plugin.report.metrics import SPEED_METRICS
 from vit_backend_plugin.report.parity import compare
 from vit_backend_plugin.rundir import atomic_write_json, atomic_write_text
 
+
 def _higher_is_better(key: str) -> bool:
     if key in SPEED_METRICS:
         return SPEED_METRICS[key][1]
