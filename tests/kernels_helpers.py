@@ -94,3 +94,74 @@ def test_hypothesis_shapes(lens, d, heads, cfg, seed):
     if cfg is PACKED and max(lens) > 64:
         cfg = MAIN
     run_case(lens, d, torch.bfloat16, hq=heads[0], hkv=heads[1], config=cfg, seed=seed)
+
+
+# ------------------------------------------------------------------ the input contract
+
+
+def poisoned_out(q):
+    return torch.full_like(q, float("nan"))  # an unwritten row stays NaN
+
+
+@pytest.mark.parametrize("cfg", [None, MAIN, PACKED], ids=["table", "main", "packed"])
+@pytest.mark.parametrize("d", [72, 80])
+def test_strided_views_of_packed_qkv(cfg, d):
+    # What vLLM's vision towers hand over: q, k, v as views of one [tokens, 3, heads, d] tensor.
+    lens = [7, 64, 1, 50]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
+    qkv = torch.randn(int(cu[-1]), 3, 2, d, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    q, k, v = qkv.unbind(1)
+    assert not q.is_contiguous()
+    out = vit_attention(q, k, v, cu, max(lens), out=poisoned_out(q), config=cfg)
+    ref = reference(q, k, v, cu)
+    assert not out.isnan().any()
+    assert ((out.double() - ref).norm() / ref.norm()).item() < TOL[torch.bfloat16]
+
+
+def test_max_seqlen_zero_is_derived():
+    q, k, v = (torch.randn(72, 2, 80).to(torch.bfloat16) for _ in range(3))
+    cu = torch.tensor([0, 5, 70, 72], dtype=torch.int32)
+    out = vit_attention(q, k, v, cu, 0, out=poisoned_out(q))
+    assert not out.isnan().any()
+    ref = reference(q, k, v, cu)
+    assert ((out.double() - ref).norm() / ref.norm()).item() < TOL[torch.bfloat16]
+
+
+@pytest.mark.parametrize("cfg", [MAIN, PACKED], ids=["main", "packed"])
+def test_max_seqlen_too_small_still_writes_every_row(cfg):
+    # A device cu_seqlens without VIT_KERNELS_DEBUG is never read on the host, so the launch gets
+    # the caller's max_seqlen as is: here 16 for sequences of up to 100 tokens.
+    from vit_backend_plugin.kernels.triton_vit import _launch
+
+    lens = [100, 3, 40, 16]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
+    q, k, v = (torch.randn(int(cu[-1]), 2, 72).to(torch.bfloat16) for _ in range(3))
+    out = _launch(q, k, v, cu, 16, None, poisoned_out(q), cfg)
+    assert not out.isnan().any(), "rows left unwritten"
+    ref = reference(q, k, v, cu)
+    assert ((out.double() - ref).norm() / ref.norm()).item() < TOL[torch.bfloat16]
+
+
+def _huge_stride_qkv(tokens, stride):
+    """q, k, v: strided views of a packed qkv whose token stride puts the last rows past 2**31
+    elements (the storage is reserved, only the rows used are touched)."""
+    h, d = 1, 32
+    buf = torch.empty((tokens - 1) * stride + 3 * h * d, dtype=torch.bfloat16)
+    qkv = buf.as_strided((tokens, 3, h, d), (stride, h * d, d, 1))
+    qkv.copy_(torch.randn(tokens, 3, h, d, generator=torch.Generator().manual_seed(2)))
+    return qkv.unbind(1)
+
+
+@pytest.mark.parametrize("cfg", [dict(MAIN, BLOCK_M=64), PACKED], ids=["main", "packed"])
+def test_offsets_past_2_31_use_64_bit_math(cfg):
+    from vit_backend_plugin.kernels.triton_vit import _needs_64bit_offsets
+
+    stride = 2**26
+    assert not _needs_64bit_offsets(*_huge_stride_qkv(32, stride))  # last row at 2**31 - 2**26
+    q, k, v = _huge_stride_qkv(33, stride)  # last row at exactly 2**31
+    assert _needs_64bit_offsets(q, k, v)
+    cu = torch.tensor([0, 33], dtype=torch.int32)
+    out = vit_attention(q, k, v, cu, 33, out=poisoned_out(q), config=cfg)
+    ref = reference(q, k, v, cu)
+    assert not out.isnan().any()
+    assert ((out.double() - ref).norm() / ref.norm()).item() < TOL[torch.bfloat16]

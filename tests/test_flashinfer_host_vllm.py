@@ -3,11 +3,13 @@
 The builder is vLLM's FlashInferMetadataBuilder subclass constructed from a real VllmConfig
 (a tiny local Llama config, no weights) and a real FullAttentionSpec / FlashInferImpl. The
 one stand-in is at the FlashInfer boundary: the prefill/decode wrappers are recorders of
-what the builder hands to FlashInfer's ``plan()`` (flashinfer's wrappers need CUDA).
+what the builder hands to FlashInfer's ``plan()`` (flashinfer's wrappers need CUDA). What
+ours hands over is compared with what vLLM's stock builder hands over on the same inputs.
 """
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,6 +36,7 @@ TINY_CONFIG = {
 def test_registered_after_load_general_plugins():
     proc, res = run_snippet("""
 import json
+from pathlib import Path
 import vllm.plugins
 vllm.plugins.load_general_plugins()
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
@@ -65,6 +68,7 @@ def test_cli_selection_parses_to_our_backend(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
     proc, res = run_snippet(f"""
 import json
+from pathlib import Path
 from vllm.engine.arg_utils import EngineArgs
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
@@ -94,6 +98,11 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
+    return make_env(tmp_path_factory.mktemp("tiny"))
+
+
+def make_env(d):
+    """Builders (ours or stock) from a real VllmConfig for a tiny local Llama config in ``d``."""
     from vllm.config import (
         AttentionConfig,
         CacheConfig,
@@ -111,7 +120,6 @@ def env(tmp_path_factory):
     flashinfer_host.register()
     from vit_backend_plugin.flashinfer_host.backend import FlashInferHostBackend
 
-    d = tmp_path_factory.mktemp("tiny")
     (d / "config.json").write_text(json.dumps(TINY_CONFIG))
     mc = ModelConfig(model=str(d), skip_tokenizer_init=True, dtype="bfloat16", max_model_len=MAX_LEN)
     spec = FullAttentionSpec(block_size=BLOCK, num_kv_heads=KV_HEADS, head_size=HEAD_DIM, dtype=torch.bfloat16)
@@ -199,39 +207,6 @@ def test_builder_is_vllm_flashinfer_builder_subclass(env):
     assert all(s.t["indptr"].shape[0] == MAX_SEQS + 1 for s in b._slots)
 
 
-@pytest.mark.parametrize("qlens,ctx", [
-    ([1, 1, 1, 37, 100], [15, 16, 17, 0, 31]),            # mixed, page boundaries, empty ctx
-    ([1] * 9, [0, 1, 15, 16, 17, 31, 32, 33, 900]),        # all decode
-    ([5, 64, 17], [0, 16, 3]),                             # all prefill
-])
-def test_glue_hands_flashinfer_exactly_the_planner_arrays(env, qlens, ctx):
-    b = env["make"]()
-    cam, qo, seq, bt = batch(qlens, ctx)
-    md = b.build(0, cam)
-    split, plan, idx = expected(qo, seq, bt)
-    assert b.host_builds == 1 and not b.fallback_counts
-    assert (md.num_decodes, md.num_prefills, md.num_decode_tokens, md.num_prefill_tokens) == tuple(split)
-    nd, npf, ndt, _ = split
-    n = len(qlens)
-    pre, dec = b._prefill_wrapper.calls, b._decode_wrapper.calls
-    assert len(pre) == (1 if npf else 0) and len(dec) == (1 if nd else 0)
-    if npf:
-        c = pre[0]
-        assert c["qo_indptr"].tolist() == plan.qo_indptr_prefill.tolist()
-        assert c["paged_kv_indptr"].tolist() == plan.paged_kv_indptr[nd:].tolist()
-        assert c["paged_kv_last_page_len"].tolist() == plan.last_page_len[nd:].tolist()
-        assert c["seq_lens"].tolist() == plan.kv_lens_prefill.tolist() == seq[nd:].tolist()
-        assert c["paged_kv_indices"].tolist() == idx.tolist()
-        assert c["causal"] is True and c["page_size"] == BLOCK
-    if nd:
-        c = dec[0]
-        assert c["indptr"].tolist() == plan.paged_kv_indptr[: ndt + 1].tolist()
-        assert c["last_page_len"].tolist() == plan.last_page_len[:ndt].tolist()
-        assert c["seq_lens"].tolist() == plan.kv_lens_decode.tolist() == seq[:ndt].tolist()
-        assert c["indices"][: plan.paged_kv_indptr[ndt]].tolist() == idx[: plan.paged_kv_indptr[ndt]].tolist()
-    assert plan.paged_kv_indptr[n] == sum(-(-s // BLOCK) for s in seq)
-
-
 def test_spec_decode_sync_scheduling_never_reads_device_seq_lens(env):
     """With num_speculative_tokens > 0 the stock builder calls seq_lens.cpu(); ours plans
     from num_computed_tokens + scheduled tokens. seq_lens on the meta device proves it:
@@ -280,17 +255,6 @@ def test_non_padded_drafter_steps_stay_on_host_with_max_len_clamp(env):
     assert b._decode_wrapper.calls[0]["seq_lens"].tolist() == [1, 11]
 
 
-def test_non_causal_falls_back(env):
-    b = env["make"]()
-    cam = batch([4, 4], [0, 8])[0]
-    cam.causal = False
-    try:
-        b.build(0, cam)
-    except Exception:
-        pass  # stock path may need CUDA-only pieces on CPU; what matters is who handled it
-    assert b.fallback_counts == {"non_causal": 1} and b.host_builds == 0
-
-
 def test_ring_buffers_reused_not_reallocated(env):
     b = env["make"]()
     ids = set()
@@ -298,3 +262,82 @@ def test_ring_buffers_reused_not_reallocated(env):
         b.build(0, batch([1, 1, 20], [step, 2 * step, 0], seed=step)[0])
         ids.add(b.last_plan.paged_kv_indptr.__array_interface__["data"][0])
     assert len(ids) == len(b._slots)  # cycles through the persistent slots
+
+
+# --------------------------------------------------------------- against the stock builder
+PLAN_CASES = [
+    ([1, 1, 1, 37, 100], [15, 16, 17, 0, 31], True),   # mixed, page boundaries, empty ctx
+    ([1] * 9, [0, 1, 15, 16, 17, 31, 32, 33, 900], True),  # all decode
+    ([5, 64, 17], [0, 16, 3], True),                      # all prefill
+    ([4, 4], [0, 8], False),                              # non-causal: ours hands it to stock
+]
+
+
+def test_same_split_and_plan_arguments_as_vllms_stock_builder(tmp_path):
+    """On the same CommonAttentionMetadata: vLLM's own split_decodes_and_prefills gives our
+    metadata's split, and FlashInfer's plan() gets from us exactly what it gets from vLLM's stock
+    FlashInferMetadataBuilder. vLLM disables Triton on CPU, so its page-index copy kernel (vLLM's
+    own function) runs here in Triton's interpreter."""
+    proc, res = run_snippet(f"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import torch, triton, triton.language
+import vllm.v1.attention.backends.flashinfer as fi
+fi.tl = triton.language
+fi._copy_page_indices_kernel = triton.jit(fi._copy_page_indices_kernel)
+from vllm.v1.attention.backends.utils import split_decodes_and_prefills
+from test_flashinfer_host_vllm import PLAN_CASES, Recorder, batch, make_env
+env = make_env(Path({str(tmp_path)!r}))
+# the stock builder checks the wrapper types: recorders that are FlashInfer's classes
+class PrefillRecorder(Recorder, fi.BatchPrefillWithPagedKVCacheWrapper): pass
+class DecodeRecorder(Recorder, fi.BatchDecodeWithPagedKVCacheWrapper): pass
+def make(**kw):
+    b = env["make"](**kw)
+    b._prefill_wrapper, b._decode_wrapper = PrefillRecorder(), DecodeRecorder()
+    b._noncausal_prefill_wrapper = b._prefill_wrapper  # stock keeps non-causal plans apart
+    return b
+def calls(b):
+    def norm(v):
+        if isinstance(v, torch.Tensor):
+            return v.tolist()
+        return v if isinstance(v, (int, float, bool, str, type(None))) else repr(v)
+    return {{w: [{{k: norm(v) for k, v in c.items()}} for c in getattr(b, w).calls]
+            for w in ("_prefill_wrapper", "_decode_wrapper")}}
+out = []
+for qlens, ctx, causal in PLAN_CASES:
+    ours, stock = make(), make(stock=True)
+    cams = [batch(qlens, ctx)[0] for _ in range(2)]
+    for c in cams:
+        c.causal = causal
+    md, smd = ours.build(0, cams[0]), stock.build(0, cams[1])
+    split = split_decodes_and_prefills(cams[0], decode_threshold=stock.reorder_batch_threshold,
+                                       require_uniform=True)
+    out.append({{"split": list(split), "ours_split": [md.num_decodes, md.num_prefills,
+                 md.num_decode_tokens, md.num_prefill_tokens],
+                 "stock_split": [smd.num_decodes, smd.num_prefills, smd.num_decode_tokens,
+                 smd.num_prefill_tokens],
+                 "ours": calls(ours), "stock": calls(stock), "host_builds": ours.host_builds,
+                 "fallbacks": ours.fallback_counts}})
+print("RESULT " + json.dumps(out))
+""", env={"TRITON_INTERPRET": "1"})
+    assert res is not None, proc.stderr[-3000:]
+    for (qlens, _, causal), r in zip(PLAN_CASES, res, strict=True):
+        assert r["ours_split"] == r["split"] == r["stock_split"], qlens
+        ours, stock = r["ours"], r["stock"]
+        assert [len(ours[w]) for w in ours] == [len(stock[w]) for w in stock]
+        assert sum(len(v) for v in stock.values()) >= 1
+        for w in ours:
+            for a, b in zip(ours[w], stock[w], strict=True):
+                assert set(a) == set(b), (w, set(a) ^ set(b))
+                for key in a:
+                    x, y = a[key], b[key]
+                    if key in ("indices", "paged_kv_indices"):  # buffers: the used prefix counts
+                        n = (ours[w][0].get("indptr") or ours[w][0]["paged_kv_indptr"])[-1]
+                        x, y = x[:n], y[:n]
+                    assert x == y, (qlens, w, key, x, y)
+        if causal:
+            assert r["host_builds"] == 1 and not r["fallbacks"]
+        else:
+            assert r["fallbacks"] == {"non_causal": 1} and r["host_builds"] == 0
+            assert ours["_prefill_wrapper"][0]["causal"] is False

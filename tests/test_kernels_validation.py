@@ -35,6 +35,8 @@ def make(t=10, h=2, hkv=2, d=64, dtype=torch.bfloat16):
     ("max_seqlen", "max_seqlen"),
     ("max_seqlen_small", "longest"),
     ("cu_rank", "1-D"),
+    ("cu_strided", "contiguous"),
+    ("max_seqlen_negative", ">= 0"),
     ("stride", "contiguous"),
 ])
 def test_bad_input_raises(fn, case, match):
@@ -72,6 +74,10 @@ def test_bad_input_raises(fn, case, match):
         ms = 3
     elif case == "cu_rank":
         cu = cu.reshape(1, -1)
+    elif case == "cu_strided":
+        cu = torch.tensor([0, 9, 4, 9, 10], dtype=torch.int32)[::2]
+    elif case == "max_seqlen_negative":
+        ms = -1
     elif case == "stride":
         q = torch.randn(10, 2, 128).to(torch.bfloat16)[..., ::2]
     with pytest.raises(ValueError, match=match):
@@ -88,6 +94,7 @@ def test_device_cu_checks_need_debug_flag(monkeypatch):
     q, k, v, cu = make()
     cu2, ms = check_inputs(q, k, v, cu, torch.tensor(6))  # 0-d tensor max_seqlen is accepted
     assert ms == 6 and cu2.dtype == torch.int32
+    assert check_inputs(q, k, v, cu, 0)[1] == 6  # 0 = not computed: derived from cu_seqlens
 
 
 def test_cudnn_rejects_fp32_and_odd_head_dim():

@@ -124,6 +124,11 @@ sys.modules["vit_backend_plugin.vllm_glue.selector"] = None  # import raises Imp
 import vllm
 vllm.__version__ = "0.31.0"
 """,
+    # the glue reads vLLM internals: only the minor the tests ran against is admitted
+    "untested_newer_vllm": """
+import vllm
+vllm.__version__ = "0.33.0"
+""",
 }
 
 
@@ -143,12 +148,14 @@ print("RESULT " + json.dumps({"status": status(), "oot": "MMEncoderAttention" in
 """)
     assert res is not None, proc.stderr[-3000:]
     # the decoder backend is independent of the ViT glue; an unsupported vLLM gets nothing
-    assert res["fi_host"] == (fault != "unsupported_vllm_version")
+    assert res["fi_host"] == (fault not in ("unsupported_vllm_version", "untested_newer_vllm"))
     assert res["status"]["attempted"] and not res["status"]["installed"]
     assert not res["oot"] and not res["patched"]
     assert res["cls"] == "MMEncoderAttention" and res["shape"] == [1, 5, 144]
     warnings = [m for lvl, m in res["records"] if lvl == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith("vit-backend-plugin disabled, stock vLLM")
+    if "vllm" in fault:
+        assert "is not supported (need >=0.32,<0.33)" in warnings[0]
 
 
 def test_resolution_fault_falls_back_to_stock_with_one_warning():
@@ -184,7 +191,8 @@ print("RESULT " + json.dumps({
     "warnings": [m for l, m in records if l == "WARNING"]}))
 """)
     assert res is not None, proc.stderr[-3000:]
-    assert res == {"vit_triton": 7, "cudnn": 0, "triton": 7, "sdpa": 0, "warnings": []}
+    # every plugin backend gets the real max (a run-time fallback to FLASH_ATTN needs it too)
+    assert res == {"vit_triton": 7, "cudnn": 7, "triton": 7, "sdpa": 0, "warnings": []}
 
 
 def test_plugin_backend_dispatch_through_mm_encoder_attention():
@@ -212,3 +220,33 @@ print("RESULT " + json.dumps({"shape4": list(out4.shape), "shape3": list(out3.sh
     assert res is not None, proc.stderr[-3000:]
     assert res["shape4"] == [1, 137, 2, 72] and res["shape3"] == [1, 137, 144]
     assert res["err4"] < 1e-4 and res["err3"] < 1e-4  # max_seqlen=0: derived from cu_seqlens
+
+
+def test_patched_selector_survives_a_new_vllm_call_signature():
+    """A vLLM that calls get_vit_attn_backend with arguments we don't know gets its own stock
+    answer (one warning), never a TypeError from our wrapper; known calls still resolve."""
+    proc, res = run_snippet(PRE + LOAD + """
+import torch
+from vllm.platforms.cpu import CpuPlatform
+from vllm.v1.attention.backends.registry import AttentionBackendEnum as E
+from vit_backend_plugin.vllm_glue import selector
+stock_calls = []
+class NextCpuPlatform(CpuPlatform):  # a future vLLM: one more keyword, one more positional
+    @classmethod
+    def get_vit_attn_backend(cls, head_size, dtype, backend=None, layout=None, *, attn_type="enc"):
+        stock_calls.append([layout, attn_type])
+        return E.TORCH_SDPA
+p = NextCpuPlatform()
+selector.patch_platform(p)
+out = {"kw": NextCpuPlatform.get_vit_attn_backend(80, torch.float32, attn_type="dec").name,
+       "pos": NextCpuPlatform.get_vit_attn_backend(80, torch.float32, None, "bshd").name,
+       "known": NextCpuPlatform.get_vit_attn_backend(head_size=80, dtype=torch.float32).name}
+print("RESULT " + json.dumps({**out, "stock_calls": stock_calls,
+      "warnings": [m for l, m in records if l == "WARNING"],
+      "resolved": [m for l, m in records if m.startswith("ViT attention: TORCH_SDPA (head_size=80")]}))
+""")
+    assert res is not None, proc.stderr[-3000:]
+    assert res["kw"] == res["pos"] == res["known"] == "TORCH_SDPA"
+    assert res["stock_calls"] == [[None, "dec"], ["bshd", "enc"]]  # the known call went to ours
+    assert len(res["resolved"]) == 1
+    assert len(res["warnings"]) == 1 and "unexpected signature" in res["warnings"][0]

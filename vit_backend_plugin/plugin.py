@@ -10,7 +10,8 @@ import logging
 
 logger = logging.getLogger("vllm.vit_backend_plugin")
 
-SUPPORTED_VLLM = ">=0.32,<0.34"
+# Only the vLLM minor the glue was tested against (its internals move between minors).
+SUPPORTED_VLLM = ">=0.32,<0.33"
 
 _state = {"attempted": False, "installed": False, "error": None}
 

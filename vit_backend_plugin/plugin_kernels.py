@@ -15,9 +15,6 @@ import functools
 from collections.abc import Callable
 
 PLUGIN_BACKENDS = ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS")
-# Backends whose kernels need the real max sequence length (vLLM models compute it only for the
-# stock backends they know about; the glue extends that set with these).
-NEEDS_MAX_SEQLEN = frozenset({"VIT_TRITON", "VIT_AUTO", "FLASH_ATTN_UPSTREAM"})
 
 
 def _upstream_flash_attn(q, k, v, cu_seqlens, max_seqlen, softmax_scale):

@@ -1,6 +1,7 @@
 """Input checks shared by our ViT attention kernels. They run before any launch.
 
-cu_seqlens monotonicity and its last value can only be read on the host. Reading a CUDA tensor
+cu_seqlens monotonicity and its last value can only be read on the host (a max_seqlen of 0,
+"not computed", is derived from cu_seqlens with one host read). Reading a CUDA tensor
 forces a device sync, so for device tensors those two checks run only when ``VIT_KERNELS_DEBUG=1``;
 a CPU ``cu_seqlens`` (a host copy, which callers often already have) is always checked fully and
 then copied to the device. Everything else (dtypes, shapes, heads, devices, head_dim range) is
@@ -77,10 +78,14 @@ def check_inputs(
         raise ValueError(f"cu_seqlens must be int32, got {str(cu_seqlens.dtype).removeprefix('torch.')}")
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
         raise ValueError(f"cu_seqlens must be 1-D [batch + 1] with batch >= 1, got shape {tuple(cu_seqlens.shape)}")
+    if not cu_seqlens.is_contiguous():
+        raise ValueError(f"cu_seqlens must be contiguous, got stride {cu_seqlens.stride()}")
     max_seqlen = as_max_seqlen(max_seqlen)
     on_host = cu_seqlens.device.type == "cpu"
     if not on_host and cu_seqlens.device != q.device:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but q is on {q.device}")
+    if max_seqlen == 0 and q.shape[0]:  # "not computed" (vLLM passes 0 for backends it doesn't know)
+        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())  # a host read, like vLLM's wrappers
     if on_host or debug_checks_enabled():
         _check_cu_values(cu_seqlens.cpu(), q.shape[0], max_seqlen)
     if on_host and q.device.type != "cpu":

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from vit_backend_plugin.kernels._validate import check_inputs
+from vit_backend_plugin.paths import user_configs_path
 
 LOG2E = 1.4426950408889634
 
@@ -50,32 +51,14 @@ def _mm(a, b, acc, prec: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
-def _attn_fwd_main(
-    Q, K, V, Out, CU, qk_scale,
+def _attn_rows(
+    Q, K, V, Out, qk_scale, seq_start, seqlen, m0, pid_h, kv_h,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+    HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CACHE_KV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)  # fastest: the m-blocks of one (seq, head) share K/V in L2
-    pid_b = tl.program_id(1)
-    pid_h = tl.program_id(2)
-    seq_start = tl.load(CU + pid_b)
-    seqlen = tl.load(CU + pid_b + 1) - seq_start
-    m0 = pid_m * BLOCK_M
-    if m0 >= seqlen:
-        return
-    # Strides arrive divided by STRIDE_ALIGN; multiplying by the constexpr tells the compiler
-    # their divisibility (tl.multiple_of on a bare kernel argument is silently dropped).
-    stride_qt = stride_qt * STRIDE_ALIGN
-    stride_qh = stride_qh * STRIDE_ALIGN
-    stride_kt = stride_kt * STRIDE_ALIGN
-    stride_kh = stride_kh * STRIDE_ALIGN
-    stride_vt = stride_vt * STRIDE_ALIGN
-    stride_vh = stride_vh * STRIDE_ALIGN
-    stride_ot = stride_ot * STRIDE_ALIGN
-    stride_oh = stride_oh * STRIDE_ALIGN
-    kv_h = pid_h // GROUP
+    """Rows [m0, m0 + BLOCK_M) of one (sequence, head): flash loop over its key blocks."""
     row0 = (seq_start + m0).to(tl.int64)
     kv0 = seq_start.to(tl.int64)
 
@@ -113,8 +96,8 @@ def _attn_fwd_main(
     hi = tl.where(rem > 0, n_full, seqlen)
 
     n_ok = offs_n < n_valid
-    kt_off = first * stride_kt
-    vt_off = first * stride_vt
+    kt_off = tl.cast(first, tl.int64) * stride_kt
+    vt_off = tl.cast(first, tl.int64) * stride_vt
     k0 = tl.load(k0_ptrs + kt_off, mask=n_ok[None, :] & d0_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
     qk = _mm(q0, k0, None, prec, UPCAST)
     if D1 > 0:
@@ -133,8 +116,8 @@ def _attn_fwd_main(
         acc1 = _mm(p.to(v1.dtype), v1, None, prec, UPCAST)
 
     for start_n in range(lo, hi, BLOCK_N):  # full key blocks: no masks at all
-        kt_off = start_n * stride_kt
-        vt_off = start_n * stride_vt
+        kt_off = tl.cast(start_n, tl.int64) * stride_kt
+        vt_off = tl.cast(start_n, tl.int64) * stride_vt
         if D0 > HEAD_DIM:
             k0 = tl.load(k0_ptrs + kt_off, mask=d0_ok[:, None], other=0.0, cache_modifier=CACHE_KV)
         else:
@@ -166,12 +149,56 @@ def _attn_fwd_main(
                  (acc1 * inv_l[:, None]).to(Out.dtype.element_ty), mask=m_ok[:, None] & d1_ok[None, :])
 
 
+
+
+@triton.jit
+def _attn_fwd_main(
+    Q, K, V, Out, CU, qk_scale,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, STRIDE_ALIGN: tl.constexpr, OFF64: tl.constexpr,
+    CACHE_KV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)  # fastest: the m-blocks of one (seq, head) share K/V in L2
+    pid_b = tl.program_id(1)
+    pid_h = tl.program_id(2)
+    seq_start = tl.load(CU + pid_b)
+    seqlen = tl.load(CU + pid_b + 1) - seq_start
+    # Strides arrive divided by STRIDE_ALIGN; multiplying by the constexpr tells the compiler
+    # their divisibility (tl.multiple_of on a bare kernel argument is silently dropped).
+    # OFF64: some element offset reaches 2**31, so all offset math runs in 64 bits.
+    if OFF64:
+        stride_qt = tl.cast(stride_qt, tl.int64)
+        stride_qh = tl.cast(stride_qh, tl.int64)
+        stride_kt = tl.cast(stride_kt, tl.int64)
+        stride_kh = tl.cast(stride_kh, tl.int64)
+        stride_vt = tl.cast(stride_vt, tl.int64)
+        stride_vh = tl.cast(stride_vh, tl.int64)
+        stride_ot = tl.cast(stride_ot, tl.int64)
+        stride_oh = tl.cast(stride_oh, tl.int64)
+    stride_qt = stride_qt * STRIDE_ALIGN
+    stride_qh = stride_qh * STRIDE_ALIGN
+    stride_kt = stride_kt * STRIDE_ALIGN
+    stride_kh = stride_kh * STRIDE_ALIGN
+    stride_vt = stride_vt * STRIDE_ALIGN
+    stride_vh = stride_vh * STRIDE_ALIGN
+    stride_ot = stride_ot * STRIDE_ALIGN
+    stride_oh = stride_oh * STRIDE_ALIGN
+    kv_h = pid_h // GROUP
+    # Grid-stride over m-blocks: one iteration when max_seqlen is right, and every row is still
+    # written when a caller's max_seqlen is smaller than the longest sequence.
+    for m0 in range(pid_m * BLOCK_M, seqlen, tl.num_programs(0) * BLOCK_M):
+        _attn_rows(Q, K, V, Out, qk_scale, seq_start, seqlen, m0, pid_h, kv_h,
+                   stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                   stride_ot, stride_oh, HEAD_DIM, D0, D1, BLOCK_M, BLOCK_N, CACHE_KV, IEEE, UPCAST)
+
+
 @triton.jit
 def _attn_fwd_packed(
     Q, K, V, Out, CU, qk_scale, batch,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, D0: tl.constexpr, D1: tl.constexpr,
-    BLOCK: tl.constexpr, PACK: tl.constexpr, STRIDE_ALIGN: tl.constexpr,
+    BLOCK: tl.constexpr, PACK: tl.constexpr, STRIDE_ALIGN: tl.constexpr, OFF64: tl.constexpr,
     CACHE_KV: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Sequences no longer than BLOCK: PACK of them per program (one head), one tile each. The
@@ -180,6 +207,15 @@ def _attn_fwd_packed(
     pid_h = tl.program_id(1)
     # Strides arrive divided by STRIDE_ALIGN; multiplying by the constexpr tells the compiler
     # their divisibility (tl.multiple_of on a bare kernel argument is silently dropped).
+    if OFF64:
+        stride_qt = tl.cast(stride_qt, tl.int64)
+        stride_qh = tl.cast(stride_qh, tl.int64)
+        stride_kt = tl.cast(stride_kt, tl.int64)
+        stride_kh = tl.cast(stride_kh, tl.int64)
+        stride_vt = tl.cast(stride_vt, tl.int64)
+        stride_vh = tl.cast(stride_vh, tl.int64)
+        stride_ot = tl.cast(stride_ot, tl.int64)
+        stride_oh = tl.cast(stride_oh, tl.int64)
     stride_qt = stride_qt * STRIDE_ALIGN
     stride_qh = stride_qh * STRIDE_ALIGN
     stride_kt = stride_kt * STRIDE_ALIGN
@@ -203,7 +239,10 @@ def _attn_fwd_packed(
         start = tl.load(CU + b)
         seqlen = tl.where(b_ok, tl.load(CU + b + 1) - start, 0)
         start = start.to(tl.int64)
-        r_ok = offs < seqlen
+        # Longer than one tile (the caller's max_seqlen was too small): skip the one-tile path
+        # and run the flash loop below, so no row is left unwritten.
+        big = seqlen > BLOCK
+        r_ok = offs < tl.where(big, 0, seqlen)
         q_base = Q + start * stride_qt + pid_h * stride_qh
         k_base = K + start * stride_kt + kv_h * stride_kh
         v_base = V + start * stride_vt + kv_h * stride_vh
@@ -234,6 +273,10 @@ def _attn_fwd_packed(
             o1 = _mm(p.to(v1.dtype), v1, None, prec, UPCAST) * inv_l[:, None]
             tl.store(o_base + offs[:, None] * stride_ot + offs_d1[None, :], o1.to(Out.dtype.element_ty),
                      mask=r_ok[:, None] & d1_ok[None, :])
+        for m0 in range(0, tl.where(big, seqlen, 0), BLOCK):
+            _attn_rows(Q, K, V, Out, qk_scale, start, seqlen, m0, pid_h, kv_h,
+                       stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+                       stride_ot, stride_oh, HEAD_DIM, D0, D1, BLOCK, BLOCK, CACHE_KV, IEEE, UPCAST)
 
 
 # ---------------------------------------------------------------- host side
@@ -260,12 +303,16 @@ def _stride_align(*tensors: torch.Tensor) -> int:
     return math.gcd(g, 16)
 
 
+def _needs_64bit_offsets(*tensors: torch.Tensor) -> bool:
+    """Whether some element offset (from the tensor's start) reaches 2**31: int32 math would wrap."""
+    return any(sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) >= 2**31 - 1
+               for t in tensors if t.numel())
+
+
 @cache
 def load_configs() -> dict:
     """The user-local table from `vit-parity tune --kernel-configs` ($VIT_TRITON_CONFIGS or
     ~/.cache/vit_backend_plugin/vit_triton_configs.json) if present, else kernels/configs.json."""
-    from vit_backend_plugin.kernels.tune import user_configs_path
-
     path = user_configs_path()
     if path.is_file():
         with open(path) as f:
@@ -300,14 +347,21 @@ def vit_attention(
 ) -> torch.Tensor:
     """Non-causal varlen attention. Returns out [total_tokens, Hq, D] (q's dtype).
 
-    ``max_seqlen`` must be >= the longest sequence (rows past it would stay unwritten; checked
-    only with VIT_KERNELS_DEBUG=1 or a CPU cu_seqlens). ``config`` overrides the table entry
-    (used by the tuner)."""
+    q/k/v may be strided views (e.g. of a packed qkv tensor) with head_dim contiguous.
+    ``max_seqlen`` 0 means "derive it from cu_seqlens" (a host read). A max_seqlen smaller than
+    the longest sequence is rejected where the lengths are read anyway (a CPU cu_seqlens, or
+    VIT_KERNELS_DEBUG=1); otherwise the kernels still write every row correctly (it only sizes
+    the launch). ``config`` overrides the table entry (used by the tuner)."""
     cu_seqlens, max_seqlen = check_inputs(q, k, v, cu_seqlens, max_seqlen)
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:
         raise ValueError(f"out must match q (shape {tuple(q.shape)}, {q.dtype}, {q.device}, stride(-1)=1)")
+    return _launch(q, k, v, cu_seqlens, max_seqlen, softmax_scale, out, config)
+
+
+def _launch(q, k, v, cu_seqlens, max_seqlen: int, softmax_scale, out, config) -> torch.Tensor:
+    """The launch on validated inputs (max_seqlen >= 1 only sizes the grid / tile)."""
     total, hq, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
     if total == 0 or max_seqlen == 0:
@@ -317,7 +371,7 @@ def vit_attention(
     d0, d1 = split_head_dim(head_dim, cfg.get("min_d1", 16))
     common = dict(
         GROUP=hq // k.shape[1], HEAD_DIM=head_dim, D0=d0, D1=d1,
-        STRIDE_ALIGN=_stride_align(q, k, v, out),
+        STRIDE_ALIGN=_stride_align(q, k, v, out), OFF64=_needs_64bit_offsets(q, k, v, out),
         CACHE_KV=cfg.get("cache_kv", "") if not interpret_mode() else "",
         IEEE=q.dtype == torch.float32,
         UPCAST=interpret_mode() and q.dtype == torch.bfloat16,

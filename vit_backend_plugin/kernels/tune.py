@@ -12,17 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from vit_backend_plugin.kernels import bench
-
-
-def user_configs_path() -> Path:
-    env = os.environ.get("VIT_TRITON_CONFIGS")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vit_backend_plugin" / "vit_triton_configs.json"
+from vit_backend_plugin.paths import user_configs_path  # noqa: F401 -- re-exported for callers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

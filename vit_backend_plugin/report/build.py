@@ -11,19 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from vit_backend_plugin.report.load import BackendData, RunData, load_run
+from vit_backend_plugin.report.metrics import SPEED_METRICS
 from vit_backend_plugin.report.parity import compare
 from vit_backend_plugin.rundir import atomic_write_json, atomic_write_text
-
-# throughput.json metric key -> (label, higher is better). Speedup > 1 always means "faster":
-# candidate/baseline for rates, baseline/candidate for latencies.
-SPEED_METRICS: dict[str, tuple[str, bool]] = {
-    "requests_per_s": ("requests/s", True),
-    "input_tokens_per_s": ("input tok/s", True),
-    "ttft_mean_ms": ("TTFT mean (ms)", False),
-    "ttft_p99_ms": ("TTFT p99 (ms)", False),
-    "images_per_s": ("images/s", True),
-    "prefill_tokens_per_s": ("prefill tok/s", True),
-}
 
 
 def _higher_is_better(key: str) -> bool:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vit_backend_plugin.report.build import SPEED_METRICS  # noqa: E402
+from vit_backend_plugin.report.metrics import SPEED_METRICS  # noqa: E402
 
 
 def _png(fig) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vit_backend_plugin.report.build import SPEED_METRICS
+from vit_backend_plugin.report.metrics import SPEED_METRICS
 
 ICON = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "ERROR": "💥"}
 MAX_MD_DIFF_ROWS = 100  # per backend in report.md; summary.json has them all

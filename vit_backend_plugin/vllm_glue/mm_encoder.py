@@ -1,16 +1,35 @@
 """Out-of-tree MMEncoderAttention: stock backends run exactly as in vLLM; the plugin's own
-backends (VIT_TRITON, TORCH_SDPA_CUDNN, FLASH_ATTN_UPSTREAM, XFORMERS) run through one
-registered custom op so torch.compile'd vision towers treat them like vLLM's own ViT wrappers.
+backends (VIT_TRITON, VIT_AUTO, TORCH_SDPA_CUDNN, FLASH_ATTN_UPSTREAM, XFORMERS) run through one
+registered custom op so torch.compile'd vision towers treat them like vLLM's own ViT wrappers
+(every host read of max_seqlen / lengths happens inside that op, as in vLLM's wrappers).
+
+A plugin kernel that fails at run time (missing file, compile error, unsupported shape) never
+stops the engine when the plugin chose it: that layer switches to the backend vLLM itself would
+have chosen, with one warning. A backend the user named explicitly raises instead.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
+from vllm.model_executor.models.vision import get_multimodal_config
+from vllm.platforms import current_platform
+from vllm.utils.gpu_sync_debug import gpu_sync_allowed
 from vllm.utils.torch_utils import direct_register_custom_op
+from vllm.v1.attention.backends.fa_utils import get_flash_attn_version
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
-from vit_backend_plugin.plugin_kernels import NEEDS_MAX_SEQLEN, PLUGIN_BACKENDS, get_kernel
+from vit_backend_plugin.plugin_kernels import PLUGIN_BACKENDS, get_kernel
+from vit_backend_plugin.vllm_glue import selector
+
+logger = logging.getLogger("vllm.vit_backend_plugin")
+_WARNED: set[tuple[str, str]] = set()
+
+
+class PluginBackendError(RuntimeError):
+    """An explicitly chosen plugin backend failed at run time (no silent fallback)."""
 
 
 class PluginVitBackend:
@@ -39,9 +58,23 @@ def plugin_backend_name(backend: object) -> str | None:
 
 def _vit_plugin_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str, scale: float,
-    cu_seqlens: torch.Tensor, max_seqlen: int,
+    cu_seqlens: torch.Tensor | None, max_seqlen: torch.Tensor | None,
 ) -> torch.Tensor:
-    return get_kernel(backend)(q, k, v, cu_seqlens, max_seqlen, scale)
+    """q/k/v (b, s, h, d), possibly strided views of a packed qkv; returns (b, s, hq, d)."""
+    bsz, q_len = q.shape[:2]
+    q, k, v = (x.reshape(-1, x.shape[-2], x.shape[-1]) for x in (q, k, v))
+    # Host reads of max_seqlen / lengths live here, inside the op, so the traced graph has none.
+    with gpu_sync_allowed():
+        if cu_seqlens is None:
+            cu = torch.arange(0, (bsz + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
+            max_len = q_len
+        else:
+            cu = cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
+            max_len = int(max_seqlen.item()) if max_seqlen is not None and max_seqlen.numel() == 1 else 0
+            if max_len <= 0:  # a model that computed no max for a backend it doesn't know
+                max_len = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
+    out = get_kernel(backend)(q, k, v, cu, max_len, scale)
+    return out.view(bsz, q_len, *out.shape[1:])
 
 
 def _vit_plugin_attention_fake(q, k, v, backend, scale, cu_seqlens, max_seqlen):
@@ -64,18 +97,16 @@ def register_custom_op() -> None:
     _OP_REGISTERED = True
 
 
-def _as_int(max_seqlen, cu_seqlens: torch.Tensor) -> int:
-    if isinstance(max_seqlen, torch.Tensor):
-        max_seqlen = int(max_seqlen.item()) if max_seqlen.numel() else 0
-    if not max_seqlen:
-        # A model that computed no max for a backend it doesn't know: derive it (one sync).
-        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max().item()) if cu_seqlens.numel() > 1 else 0
-    return int(max_seqlen)
-
-
 class PluginMMEncoderAttention(MMEncoderAttention):
     """Registered with ``MMEncoderAttention.register_oot``: every ``MMEncoderAttention(...)``
     built by a model is one of these."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Recorded now: the engine config is only current while the model is built.
+        mm_cfg = get_multimodal_config()
+        override = mm_cfg.mm_encoder_attn_backend if mm_cfg is not None else None
+        self.vit_backend_source = selector.explicit_source(override)  # "" = chosen automatically
 
     def forward_cuda(self, query, key, value, cu_seqlens=None, max_seqlen=None,
                      sequence_lengths=None):
@@ -86,36 +117,65 @@ class PluginMMEncoderAttention(MMEncoderAttention):
 
     def forward_plugin(self, backend: str, query, key, value, cu_seqlens=None, max_seqlen=None):
         """Same input/output contract as vLLM's ViT wrappers: (b, s, hidden) or (b, s, h, d)."""
+        try:
+            return self._plugin_attention(backend, query, key, value, cu_seqlens, max_seqlen)
+        except Exception as e:
+            self._leave_plugin_backend(backend, e)  # raises when the user chose `backend`
+            # attn_backend is stock now: vLLM's own dispatch for this platform runs the call.
+            return self._forward_method(query, key, value, cu_seqlens, max_seqlen)
+
+    def _plugin_attention(self, backend, query, key, value, cu_seqlens, max_seqlen):
         bsz, q_len = query.shape[:2]
         is_reshaped = query.dim() != 4
         query, key, value = self.view_qkv_to_4d(query, key, value, bsz, q_len, key.shape[1])
-        q, k, v = (x.reshape(-1, x.shape[-2], x.shape[-1]) for x in (query, key, value))
-        if cu_seqlens is None:
-            cu_seqlens = torch.arange(0, (bsz + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
-            max_len = q_len
-        else:
-            cu_seqlens = cu_seqlens.to(device=q.device, dtype=torch.int32)
-            max_len = _as_int(max_seqlen, cu_seqlens)
+        if max_seqlen is not None and not isinstance(max_seqlen, torch.Tensor):
+            max_seqlen = torch.tensor(int(max_seqlen), dtype=torch.int32)
         out = torch.ops.vllm.vit_plugin_attention(
-            q, k, v, backend, float(self.scale), cu_seqlens, max_len
+            query, key, value, backend, float(self.scale), cu_seqlens, max_seqlen
         )
-        out = out.view(bsz, q_len, self.num_heads, self.head_size)
         return out.reshape(bsz, q_len, -1) if is_reshaped else out
+
+    def _leave_plugin_backend(self, backend: str, error: Exception) -> None:
+        cause = f"{type(error).__name__}: {error}"
+        source = getattr(self, "vit_backend_source", "")
+        if source:
+            raise PluginBackendError(
+                f"ViT attention backend {backend} ({source}) failed at run time: {cause}. It was "
+                f"chosen explicitly, so the plugin does not switch to another backend; choose "
+                f"another one or unset {source} to let the plugin choose."
+            ) from error
+        stock = selector.stock_backend(current_platform, self.head_size, self.dtype)
+        if plugin_backend_name(stock) is not None:  # never loop back into a plugin kernel
+            stock = AttentionBackendEnum.TORCH_SDPA
+        # What MMEncoderAttention.__init__ derives from attn_backend, for the stock backend.
+        self.attn_backend = stock
+        self.is_flash_attn_backend = stock in (AttentionBackendEnum.FLASH_ATTN,
+                                               AttentionBackendEnum.ROCM_AITER_FA)
+        self._fa_version = (get_flash_attn_version(head_size=self.head_size)
+                            if self.is_flash_attn_backend else None)
+        if (backend, cause) not in _WARNED:  # one line per cause, not one per layer
+            _WARNED.add((backend, cause))
+            logger.warning(
+                "vit-backend-plugin: ViT attention backend %s failed at run time (%s); this layer "
+                "(and any other that hits the same error) now uses vLLM's own choice %s",
+                backend, cause, stock.name,
+            )
 
 
 _ORIG_COMPUTE_MAX_SEQLEN = None
 
 
 def patch_compute_max_seqlen() -> None:
-    """Models ask MMEncoderAttention.compute_max_seqlen for the max length only for backends it
-    knows; give the plugin's kernels that need it the same treatment as TRITON_ATTN."""
+    """Models ask MMEncoderAttention.compute_max_seqlen (a host max over numpy cu_seqlens) only
+    for backends it knows; treat every plugin backend like TRITON_ATTN, so our kernels and a
+    run-time fallback to FLASH_ATTN / TRITON_ATTN get the real max without a device read."""
     global _ORIG_COMPUTE_MAX_SEQLEN
     if _ORIG_COMPUTE_MAX_SEQLEN is not None:
         return
     orig = MMEncoderAttention.__dict__["compute_max_seqlen"].__func__
 
     def compute_max_seqlen(cls, attn_backend, cu_seqlens):
-        if getattr(attn_backend, "name", None) in NEEDS_MAX_SEQLEN:
+        if getattr(attn_backend, "name", None) in PLUGIN_BACKENDS:
             attn_backend = AttentionBackendEnum.TRITON_ATTN
         return orig(cls, attn_backend, cu_seqlens)
 

@@ -7,6 +7,7 @@ MMEncoderAttention and the models that ask directly (Qwen2/2.5/3-VL, GLM-4.1V, .
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
@@ -18,6 +19,7 @@ logger = logging.getLogger("vllm.vit_backend_plugin")
 
 ENV_VAR = "VIT_ATTN_BACKEND"
 _ORIGINAL: dict[str, object] = {}  # platform class qualname -> original attribute (or None)
+_STOCK: dict[str, object] = {}  # platform class qualname -> vLLM's own get_vit_attn_backend (bound)
 _LOGGED: set[tuple] = set()
 _WARNED: set[str] = set()
 
@@ -32,17 +34,20 @@ def platform_kind(platform) -> str:
     return "other"
 
 
+def explicit_source(backend) -> str:
+    """Where an explicit ViT backend choice comes from ("" when the choice is automatic)."""
+    if backend is not None:
+        return "mm_encoder_attn_backend"
+    return ENV_VAR if os.environ.get(ENV_VAR) else ""
+
+
 def build_request(platform, head_size: int, dtype, backend) -> resolver.ResolveRequest:
     kind = platform_kind(platform)
     cap = platform.get_device_capability() if kind in ("cuda", "rocm") else None
     capability = (cap.major, cap.minor) if cap is not None else None
     dtype_name = normalize_dtype(dtype)
-    if backend is not None:
-        explicit, source = backend.name, "mm_encoder_attn_backend"
-    elif os.environ.get(ENV_VAR):
-        explicit, source = os.environ[ENV_VAR], ENV_VAR
-    else:
-        explicit, source = None, ""
+    source = explicit_source(backend)
+    explicit = backend.name if backend is not None else (os.environ[ENV_VAR] if source else None)
     measured, measured_source = ({}, "")
     if explicit is None and kind == "cuda":
         measured, measured_source = speed_table.lookup(capability, dtype_name, head_size)
@@ -67,6 +72,19 @@ def resolve_for_vllm(platform, head_size: int, dtype, backend=None):
     return AttentionBackendEnum[res.chosen]
 
 
+def _expected_signature(head_size, dtype, backend=None):
+    """The call shape of vLLM 0.32's Platform.get_vit_attn_backend (minus cls)."""
+
+
+_EXPECTED = inspect.signature(_expected_signature)
+
+
+def _warn_once(key: str, msg: str, *args) -> None:
+    if key not in _WARNED:
+        _WARNED.add(key)
+        logger.warning(msg, *args)
+
+
 def patch_platform(platform) -> None:
     cls = type(platform)
     key = f"{cls.__module__}.{cls.__qualname__}"
@@ -74,20 +92,24 @@ def patch_platform(platform) -> None:
         return
     _ORIGINAL[key] = cls.__dict__.get("get_vit_attn_backend")
     stock = cls.get_vit_attn_backend  # bound classmethod, whatever class defines it
+    _STOCK[key] = stock
 
-    def get_vit_attn_backend(klass, head_size, dtype, backend=None):
+    def get_vit_attn_backend(klass, *args, **kwargs):
+        # Any call shape: a vLLM that passes something new gets its own selection, not a TypeError.
         try:
-            return resolve_for_vllm(platform, head_size, dtype, backend)
+            bound = _EXPECTED.bind(*args, **kwargs)
+        except TypeError as e:
+            _warn_once("signature", "vit-backend-plugin: get_vit_attn_backend called with an "
+                       "unexpected signature (%s); using stock vLLM ViT backend selection", e)
+            return stock(*args, **kwargs)
+        try:
+            return resolve_for_vllm(platform, **bound.arguments)
         except (resolver.BackendSelectionError, resolver.ResolverInputError):
             raise  # the user's explicit choice cannot run: say so clearly, don't second-guess
         except Exception as e:  # our bug must not take vLLM down
-            if "resolve" not in _WARNED:
-                _WARNED.add("resolve")
-                logger.warning(
-                    "vit-backend-plugin: resolver failed (%s: %s); using stock vLLM ViT "
-                    "backend selection", type(e).__name__, e,
-                )
-            return stock(head_size, dtype, backend)
+            _warn_once("resolve", "vit-backend-plugin: resolver failed (%s: %s); using stock vLLM "
+                       "ViT backend selection", type(e).__name__, e)
+            return stock(*args, **kwargs)
 
     get_vit_attn_backend.__vit_backend_plugin__ = True
     cls.get_vit_attn_backend = classmethod(get_vit_attn_backend)
@@ -99,6 +121,7 @@ def unpatch_platform(platform) -> None:
     if key not in _ORIGINAL:
         return
     orig = _ORIGINAL.pop(key)
+    _STOCK.pop(key, None)
     if orig is None:
         delattr(cls, "get_vit_attn_backend")
     else:
@@ -108,3 +131,10 @@ def unpatch_platform(platform) -> None:
 def is_patched(platform) -> bool:
     fn = getattr(type(platform).get_vit_attn_backend, "__func__", None)
     return bool(getattr(fn, "__vit_backend_plugin__", False))
+
+
+def stock_backend(platform, head_size: int, dtype):
+    """The backend vLLM itself would pick automatically (its own, unpatched selection)."""
+    cls = type(platform)
+    stock = _STOCK.get(f"{cls.__module__}.{cls.__qualname__}") or cls.get_vit_attn_backend
+    return stock(head_size, dtype, None)

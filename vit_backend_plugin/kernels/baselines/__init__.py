@@ -1,1 +1,0 @@
-"""Benchmark-only baselines (verbatim third-party kernels; never used at runtime)."""
