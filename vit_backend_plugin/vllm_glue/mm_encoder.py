@@ -5,6 +5,8 @@ registered custom op so torch.compile'd vision towers treat them like vLLM's own
 
 from __future__ import annotations
 
+import os
+
 import torch
 from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
 from vllm.utils.torch_utils import direct_register_custom_op
@@ -73,6 +75,24 @@ def _as_int(max_seqlen, cu_seqlens: torch.Tensor) -> int:
     return int(max_seqlen)
 
 
+def _interpreted_explicit_choice(layer, backend: str) -> bool:
+    """True when Triton's interpreter is on and ``backend`` is not what the resolver picks
+    automatically for this layer on CPU (so the user chose it). Decided once per layer."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        return False
+    explicit = layer.__dict__.get("_vit_plugin_cpu_explicit")
+    if explicit is None:
+        from vit_backend_plugin import resolver
+        from vit_backend_plugin.backends import normalize_dtype
+        from vit_backend_plugin.probe import runtime_features
+
+        auto = resolver.resolve(resolver.ResolveRequest(
+            head_size=layer.head_size, dtype=normalize_dtype(layer.dtype), platform="cpu",
+            features=runtime_features("cpu"))).chosen
+        explicit = layer.__dict__["_vit_plugin_cpu_explicit"] = auto != backend
+    return explicit
+
+
 class PluginMMEncoderAttention(MMEncoderAttention):
     """Registered with ``MMEncoderAttention.register_oot``: every ``MMEncoderAttention(...)``
     built by a model is one of these."""
@@ -83,6 +103,16 @@ class PluginMMEncoderAttention(MMEncoderAttention):
         if backend is None:
             return super().forward_cuda(query, key, value, cu_seqlens, max_seqlen, sequence_lengths)
         return self.forward_plugin(backend, query, key, value, cu_seqlens, max_seqlen)
+
+    def forward_cpu(self, query, key, value, cu_seqlens=None, max_seqlen=None,
+                    sequence_lengths=None):
+        """Stock on CPU, except a plugin backend the user chose explicitly with Triton's
+        interpreter on (TRITON_INTERPRET=1): then our kernel runs, interpreted (slow; never
+        automatic), so CPU runs exercise it inside a real engine."""
+        backend = plugin_backend_name(self.attn_backend)
+        if backend is not None and _interpreted_explicit_choice(self, backend):
+            return self.forward_plugin(backend, query, key, value, cu_seqlens, max_seqlen)
+        return super().forward_cpu(query, key, value, cu_seqlens, max_seqlen, sequence_lengths)
 
     def forward_plugin(self, backend: str, query, key, value, cu_seqlens=None, max_seqlen=None):
         """Same input/output contract as vLLM's ViT wrappers: (b, s, hidden) or (b, s, h, d)."""
