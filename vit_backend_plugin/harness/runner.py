@@ -88,9 +88,8 @@ def resolve_demo_refs(cfg: Config) -> tuple[str, str | None]:
     uses_demo = model.startswith(DEMO_SCHEME) or (include or "").startswith(DEMO_SCHEME)
     if not uses_demo:
         return model, include
-    from vit_backend_plugin.harness.demo_assets import ensure_demo_assets
-
     from vit_backend_plugin.harness import vit_models
+    from vit_backend_plugin.harness.demo_assets import ensure_demo_assets
 
     known_model, known_tasks = f"{DEMO_SCHEME}tiny-qwen2-vl", f"{DEMO_SCHEME}mmmu"
     full_vits = {DEMO_SCHEME + n: n[len(vit_models.PREFIX):] for n in vit_models.names()}
@@ -508,7 +507,7 @@ def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
         timeout = cfg.timeout_s if phase == "accuracy" else cfg.throughput.timeout_s
         try:
             res = run_child(commands[phase], bdir / f"{phase}.log", update, timeout,
-                            results_ready=lambda: verify(phase, bdir, cfg) is None,
+                            results_ready=lambda p=phase: verify(p, bdir, cfg) is None,
                             grace=cfg.exit_grace_s)
         except BaseException:
             status.phases[phase] = "failed"
@@ -594,6 +593,9 @@ def summary_table(plan: Plan, statuses: dict[str, BackendStatus]) -> Table:
         if st.errors:
             ph, err = next(iter(st.errors.items()))
             note = f"{ph}: {err.strip().splitlines()[-1][:80]}" if err.strip() else ph
+        elif st.notes:
+            ph, text = next(iter(st.notes.items()))
+            note = f"{ph}: {text}"
         t.add_row(b + (" (baseline)" if b == plan.cfg.baseline_name else ""), *cells, note)
     return t
 
