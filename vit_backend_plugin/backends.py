@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
@@ -28,6 +28,7 @@ FEATURES: dict[str, str] = {
     "flashinfer": "flashinfer package",
     "triton": "triton package",
     "vit_triton_kernel": "this plugin's Triton ViT kernel module",
+    "triton_interpreter": "Triton's CPU interpreter is on (TRITON_INTERPRET=1)",
     "torch_cudnn_sdpa": "torch SDPA cuDNN sub-backend",
     "torch_flash_sdpa": "torch SDPA flash sub-backend",
     "aiter": "AMD AITER",
@@ -70,6 +71,10 @@ class BackendSpec:
     min_capability: dict[str, float]
     max_capability: float | None
     install_hint: str
+    dtypes_on: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-platform override
+
+    def dtypes_for(self, platform: str) -> tuple[str, ...]:
+        return self.dtypes_on.get(platform, self.dtypes)
 
     def min_capability_for(self, dtype: str) -> float | None:
         return self.min_capability.get(dtype, self.min_capability.get("default"))
@@ -104,6 +109,7 @@ def _parse(raw: dict) -> Catalog:
             min_capability={k: float(v) for k, v in (b.get("min_capability") or {}).items()},
             max_capability=b.get("max_capability"),
             install_hint=b.get("install_hint", ""),
+            dtypes_on={p: tuple(d) for p, d in (b.get("dtypes_on") or {}).items()},
         )
     order = {p: tuple(o) for p, o in raw["static_order"].items()}
     for p, names in order.items():

@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -87,5 +88,9 @@ def runtime_features(platform: str) -> frozenset[str]:
                     feats.add("torch_flash_sdpa")
         except Exception:
             pass
+    if platform == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        # Triton's interpreter runs our kernel on CPU tensors (an explicit choice only: slow).
+        if _imports("triton") and _imports("vit_backend_plugin.kernels", "vit_attention"):
+            feats.update({"triton_interpreter", "vit_triton_kernel"})
     logger.debug("vit-backend-plugin runtime features (%s): %s", platform, sorted(feats))
     return frozenset(feats)

@@ -107,8 +107,9 @@ def why_unusable(spec: BackendSpec, req: ResolveRequest) -> str | None:
     """None if ``spec`` can run for ``req``; otherwise the first reason it cannot."""
     if req.platform not in spec.platforms:
         return f"not available on {req.platform} (runs on {', '.join(spec.platforms)})"
-    if req.dtype not in spec.dtypes:
-        return f"dtype {req.dtype} not supported (supports {', '.join(spec.dtypes)})"
+    dtypes = spec.dtypes_for(req.platform)
+    if req.dtype not in dtypes:
+        return f"dtype {req.dtype} not supported (supports {', '.join(dtypes)})"
     bad_head = spec.head_size.check(req.head_size, req.features)
     if bad_head:
         return bad_head

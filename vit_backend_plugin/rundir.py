@@ -89,6 +89,7 @@ class BackendStatus:
     backend: str
     phases: dict[str, PhaseState] = field(default_factory=lambda: dict.fromkeys(PHASES, "pending"))
     errors: dict[str, str] = field(default_factory=dict)  # phase -> error text (last lines)
+    notes: dict[str, str] = field(default_factory=dict)  # phase -> e.g. "terminated after results"
 
     @property
     def complete(self) -> bool:
@@ -111,9 +112,10 @@ class BackendStatus:
 # {
 #   "engine": "vllm" | "hf",
 #   "metrics": {            # medians over repeats, warm-up excluded
-#       vllm: "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
+#       vllm: "images_per_s", "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
 #       hf:   "images_per_s", "prefill_tokens_per_s"
 #   },
 #   "repeats": [ {same keys}, ... ],
-#   "settings": {...}       # image sizes, num prompts, output len, concurrency, warmup, repeats
+#   "settings": {...},      # image sizes, num prompts, output len, concurrency, warmup, repeats
+#   "engine_settings": {...}  # vllm: prefix caching and multimodal processor cache (both off)
 # }

@@ -36,14 +36,20 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- backend names
+AUTO_BACKEND = "AUTO"  # engine vllm: the automatic choice (no mm_encoder_attn_backend, no VIT_ATTN_BACKEND)
+
+
 def vllm_backends() -> dict[str, str]:
-    """name -> 'engine_arg' (vLLM's mm_encoder_attn_backend) or 'env' (VIT_ATTN_BACKEND)."""
+    """name -> 'engine_arg' (vLLM's mm_encoder_attn_backend), 'env' (VIT_ATTN_BACKEND) or
+    'auto' (nothing set: whatever vLLM, with the plugin's resolver, picks)."""
     from vit_backend_plugin.backends import load_catalog
 
-    return {
+    routes = {
         name: ("engine_arg" if spec.provider == "vllm" else "env")
         for name, spec in load_catalog().backends.items()
     }
+    routes[AUTO_BACKEND] = "auto"
+    return routes
 
 
 def hf_plugin_backends() -> dict[str, str]:
@@ -147,6 +153,10 @@ class Config(_Strict):
     output_dir: str = "reports"
     run_id: str | None = None
     timeout_s: float | None = Field(None, gt=0)  # per accuracy phase
+    # A child whose results are complete but which has not exited this long after is terminated
+    # and counted complete (lm-eval's vllm-vlm process was seen to stay alive after writing).
+    exit_grace_s: float = Field(60.0, gt=0)
+    accuracy: bool = True  # false: throughput only (e.g. full-size ViTs with dummy weights)
     parity: dict[str, Any] = Field(default_factory=dict)  # report thresholds (ParityThresholds)
 
     @field_validator("backends")

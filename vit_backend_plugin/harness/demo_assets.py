@@ -35,7 +35,7 @@ from pathlib import Path
 
 from vit_backend_plugin.rundir import atomic_write_text
 
-DEMO_GENERATOR_VERSION = 2
+DEMO_GENERATOR_VERSION = 3  # 3: text head_dim 32 (vLLM's CPU attention needs >= 32)
 
 # Qwen2-VL's special tokens (names as in the real tokenizer; ids are ours).
 SPECIAL_TOKENS = [
@@ -98,7 +98,7 @@ class DemoSpec:
     vision_embed_dim: int = 160
     vision_heads: int = 2  # head_dim = 160 / 2 = 80: not a multiple of 32 (seed 001)
     vision_depth: int = 2
-    text_hidden: int = 64
+    text_hidden: int = 128  # text head_dim 128 / 4 = 32: a size vLLM's CPU attention supports
     text_layers: int = 2
     text_heads: int = 4
     text_kv_heads: int = 2

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-id", help="run directory name under output_dir (default: config name)")
     p.add_argument("--output-dir", help="override the config's output_dir")
     p.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the config and print every command; run nothing")
 
 
 def fail(prog: str, msg: str) -> int:
@@ -29,7 +31,7 @@ def fail(prog: str, msg: str) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from vit_backend_plugin.harness.config import load_config
-    from vit_backend_plugin.harness.runner import execute, prepare
+    from vit_backend_plugin.harness.runner import execute, prepare, print_plan
 
     overrides = {}
     if args.backends:
@@ -41,6 +43,9 @@ def main(args: argparse.Namespace) -> int:
         plan = prepare(cfg, run_id=args.run_id, output_dir=args.output_dir, force=args.force)
     except ConfigError as e:
         return fail("vit-parity run", str(e))
+    if args.dry_run:
+        print_plan(plan)
+        return 0
     try:
         return execute(plan, force=args.force, report=not args.no_report)
     except KeyboardInterrupt:

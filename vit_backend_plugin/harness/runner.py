@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -61,7 +62,7 @@ from vit_backend_plugin.rundir import (
 
 # Config keys that do not change what a backend's results mean (a rerun may change them freely).
 _NEUTRAL_KEYS = {"name", "description", "backends", "baseline", "output_dir", "run_id", "parity",
-                 "timeout_s", "env", "_resolved"}
+                 "timeout_s", "exit_grace_s", "env", "_resolved"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TQDM = re.compile(r"(\d+)/(\d+) \[")
 _OWN_PROGRESS = re.compile(r"^VIT_PARITY_PROGRESS (\d+)/(\d+)")
@@ -87,15 +88,21 @@ def resolve_demo_refs(cfg: Config) -> tuple[str, str | None]:
     uses_demo = model.startswith(DEMO_SCHEME) or (include or "").startswith(DEMO_SCHEME)
     if not uses_demo:
         return model, include
+    from vit_backend_plugin.harness import vit_models
     from vit_backend_plugin.harness.demo_assets import ensure_demo_assets
 
     known_model, known_tasks = f"{DEMO_SCHEME}tiny-qwen2-vl", f"{DEMO_SCHEME}mmmu"
-    if model.startswith(DEMO_SCHEME) and model != known_model:
-        raise ConfigError(f"unknown demo model {model!r}; the embedded one is {known_model!r}")
+    full_vits = {DEMO_SCHEME + n: n[len(vit_models.PREFIX):] for n in vit_models.names()}
+    if model.startswith(DEMO_SCHEME) and model != known_model and model not in full_vits:
+        raise ConfigError(f"unknown demo model {model!r}; embedded: "
+                          f"{', '.join([known_model, *full_vits])}")
     if include and include.startswith(DEMO_SCHEME) and include != known_tasks:
         raise ConfigError(f"unknown demo include_path {include!r}; the embedded one is {known_tasks!r}")
     assets = ensure_demo_assets()
-    if model.startswith(DEMO_SCHEME):
+    if model in full_vits:  # full-size ViT config around the demo's tokenizer (dummy weights)
+        model = str(vit_models.ensure_vit_model(full_vits[model], assets.model_dir,
+                                                assets.root.parent / "full_vits"))
+    elif model.startswith(DEMO_SCHEME):
         model = str(assets.model_dir)
     if include and include.startswith(DEMO_SCHEME):
         include = str(assets.tasks_dir)
@@ -216,8 +223,14 @@ def verify_throughput(bdir: Path, enabled: bool) -> str | None:
     return None
 
 
+ACCURACY_SKIPPED = "SKIPPED"  # lm_eval/SKIPPED: the config turned the accuracy phase off
+
+
 def verify(phase: str, bdir: Path, cfg: Config) -> str | None:
     if phase == "accuracy":
+        if not cfg.accuracy:
+            ok = (bdir / LM_EVAL_DIR / ACCURACY_SKIPPED).is_file()
+            return None if ok else "accuracy was run but is now disabled"
         return verify_accuracy(bdir, cfg.tasks)
     return verify_throughput(bdir, cfg.throughput.enabled)
 
@@ -270,14 +283,15 @@ class ChildResult:
     seconds: float
     tail: list[str] = field(default_factory=list)
     timed_out: bool = False
+    terminated_after_results: bool = False  # results were complete; the process would not exit
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
+        return (self.returncode == 0 or self.terminated_after_results) and not self.timed_out
 
     def error_text(self) -> str:
-        head = (f"timed out after {self.seconds:.0f}s" if self.timed_out
-                else f"exit code {self.returncode}")
+        head = (f"crashed: no complete results after the time limit ({self.seconds:.0f}s): killed"
+                if self.timed_out else f"exit code {self.returncode}")
         return "\n".join([head, *self.tail[-_ERROR_LINES:]])[-4000:]
 
 
@@ -303,8 +317,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_child(cmd: PhaseCommand, log_path: Path, on_progress=None,
-              timeout: float | None = None) -> ChildResult:
-    """Run one phase's process; stream its output to log_path; report tqdm-style progress."""
+              timeout: float | None = None, results_ready=None, grace: float = 60.0,
+              poll: float = 1.0) -> ChildResult:
+    """Run one phase's process; stream its output to log_path; report tqdm-style progress.
+
+    ``results_ready()`` (polled while the child runs) says its outputs are complete: a child
+    still alive ``grace`` seconds after that is terminated and the result counts as complete.
+    Past ``timeout`` without complete results the child is killed (``timed_out``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=200)
     start = time.monotonic()
@@ -334,18 +353,34 @@ def run_child(cmd: PhaseCommand, log_path: Path, on_progress=None,
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
-        timed_out = False
+        timed_out = terminated = False
+        ready_at: float | None = None
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
+            while True:
+                try:
+                    proc.wait(timeout=poll)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if ready_at is None and results_ready is not None and results_ready():
+                    ready_at = now
+                if ready_at is not None and now - ready_at >= grace:
+                    terminated = True
+                    log.write(f"\n[vit-parity] results complete; process alive {grace:.0f}s later: "
+                              "terminated\n")
+                    _kill_group(proc)
+                    break
+                if ready_at is None and timeout is not None and now - start >= timeout:
+                    timed_out = True
+                    _kill_group(proc)
+                    break
         except BaseException:  # Ctrl-C: take the child (and anything it spawned) down with us
             _kill_group(proc)
             raise
         t.join(timeout=10)
     return ChildResult(proc.returncode if proc.returncode is not None else -1,
-                       time.monotonic() - start, list(tail), timed_out)
+                       time.monotonic() - start, list(tail), timed_out, terminated)
 
 
 def _consume(line: str, tail: collections.deque, on_progress) -> None:
@@ -454,6 +489,13 @@ def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
         status.phases[phase] = "running"
         status.errors.pop(phase, None)
         status.write(bdir)
+        if phase == "accuracy" and not cfg.accuracy:
+            (bdir / LM_EVAL_DIR).mkdir(parents=True, exist_ok=True)
+            (bdir / LM_EVAL_DIR / ACCURACY_SKIPPED).write_text("accuracy: false in the config\n")
+            status.phases[phase] = "complete"
+            status.write(bdir)
+            display.say(f"{backend} accuracy: skipped (disabled in config)")
+            continue
         if phase == "throughput" and not cfg.throughput.enabled:
             atomic_write_json(bdir / THROUGHPUT, {"engine": cfg.engine, "metrics": {},
                                                   "skipped": "throughput.enabled is false"})
@@ -464,7 +506,9 @@ def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
         update, finish = display.phase(backend, phase)
         timeout = cfg.timeout_s if phase == "accuracy" else cfg.throughput.timeout_s
         try:
-            res = run_child(commands[phase], bdir / f"{phase}.log", update, timeout)
+            res = run_child(commands[phase], bdir / f"{phase}.log", update, timeout,
+                            results_ready=lambda p=phase: verify(p, bdir, cfg) is None,
+                            grace=cfg.exit_grace_s)
         except BaseException:
             status.phases[phase] = "failed"
             status.errors[phase] = "interrupted"
@@ -472,10 +516,16 @@ def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
             finish("interrupted")
             raise
         why = verify(phase, bdir, cfg) if res.ok else None
+        status.notes.pop(phase, None)
         if res.ok and why is None:
             status.phases[phase] = "complete"
             finish("complete")
-            display.say(f"[green]{backend}[/] {phase}: complete ({res.seconds:.0f}s)")
+            extra = ""
+            if res.terminated_after_results:
+                status.notes[phase] = (f"results complete; the process had not exited "
+                                       f"{cfg.exit_grace_s:.0f}s later: terminated")
+                extra = f"; {status.notes[phase]}"
+            display.say(f"[green]{backend}[/] {phase}: complete ({res.seconds:.0f}s{extra})")
         else:
             status.phases[phase] = "failed"
             status.errors[phase] = res.error_text() if not res.ok else f"outputs incomplete: {why}"
@@ -484,6 +534,26 @@ def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
             display.say(f"[red]{backend}[/] {phase}: FAILED ({last}); log: {bdir / (phase + '.log')}")
         status.write(bdir)
     return status
+
+
+def print_plan(plan: Plan, out=None) -> None:
+    """`--dry-run`: every phase's exact command and environment, per backend; nothing runs."""
+    out = out or sys.stdout
+    cfg = plan.effective()
+    print(f"# run dir: {plan.run_dir}  engine: {cfg.engine}  baseline: {cfg.baseline_name}", file=out)
+    for backend in plan.backends:
+        bdir = plan.run_dir / backend
+        phases = {"accuracy": accuracy_command(cfg, backend, bdir, plan.include_path),
+                  "throughput": throughput_command(cfg, backend, bdir)}
+        for phase, cmd in phases.items():
+            off = (phase == "accuracy" and not cfg.accuracy) or (
+                phase == "throughput" and not cfg.throughput.enabled)
+            print(f"# {backend} {phase}" + (": skipped (disabled in config)" if off else ""), file=out)
+            if off:
+                continue
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items()))
+            argv = cmd.lm_eval_argv or cmd.argv
+            print((env + " " if env else "") + shlex.join(argv), file=out)
 
 
 def write_run_info(plan: Plan) -> None:
@@ -523,17 +593,16 @@ def summary_table(plan: Plan, statuses: dict[str, BackendStatus]) -> Table:
         if st.errors:
             ph, err = next(iter(st.errors.items()))
             note = f"{ph}: {err.strip().splitlines()[-1][:80]}" if err.strip() else ph
+        elif st.notes:
+            ph, text = next(iter(st.notes.items()))
+            note = f"{ph}: {text}"
         t.add_row(b + (" (baseline)" if b == plan.cfg.baseline_name else ""), *cells, note)
     return t
 
 
 def make_report(run_dir: Path, display: Display) -> bool:
-    try:
-        from vit_backend_plugin.report import build_report
-    except ImportError as e:
-        display.say(f"[yellow]report: not available ({e}); run `vit-parity report {run_dir}` "
-                    "once the report module is installed")
-        return False
+    from vit_backend_plugin.report import build_report
+
     try:
         out = build_report(run_dir)
     except Exception as e:  # the data is safe on disk; say what failed

@@ -11,6 +11,7 @@ have chosen, with one warning. A backend the user named explicitly raises instea
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
@@ -97,6 +98,10 @@ def register_custom_op() -> None:
     _OP_REGISTERED = True
 
 
+def _interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 class PluginMMEncoderAttention(MMEncoderAttention):
     """Registered with ``MMEncoderAttention.register_oot``: every ``MMEncoderAttention(...)``
     built by a model is one of these."""
@@ -114,6 +119,16 @@ class PluginMMEncoderAttention(MMEncoderAttention):
         if backend is None:
             return super().forward_cuda(query, key, value, cu_seqlens, max_seqlen, sequence_lengths)
         return self.forward_plugin(backend, query, key, value, cu_seqlens, max_seqlen)
+
+    def forward_cpu(self, query, key, value, cu_seqlens=None, max_seqlen=None,
+                    sequence_lengths=None):
+        """Stock on CPU, except a plugin backend the user chose explicitly with Triton's
+        interpreter on (TRITON_INTERPRET=1): then our kernel runs, interpreted (slow; never
+        automatic), so CPU runs exercise it inside a real engine."""
+        backend = plugin_backend_name(self.attn_backend)
+        if backend is not None and self.vit_backend_source and _interpreter_on():
+            return self.forward_plugin(backend, query, key, value, cu_seqlens, max_seqlen)
+        return super().forward_cpu(query, key, value, cu_seqlens, max_seqlen, sequence_lengths)
 
     def forward_plugin(self, backend: str, query, key, value, cu_seqlens=None, max_seqlen=None):
         """Same input/output contract as vLLM's ViT wrappers: (b, s, hidden) or (b, s, h, d)."""

@@ -1,0 +1,128 @@
+"""Children that hang: a phase whose results are complete but whose process does not exit is
+terminated after a grace period and counted complete (and recorded so); a phase with no results
+past its time limit is killed and recorded as crashed; the run goes on with the next backend.
+
+The runner is real; only the children are fakes (small Python processes that write lm-eval-shaped
+results / throughput.json and then sleep, or write nothing and sleep)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from vit_backend_plugin.harness import runner
+from vit_backend_plugin.harness.commands import PhaseCommand
+from vit_backend_plugin.harness.config import parse_config
+from vit_backend_plugin.rundir import LM_EVAL_DIR, THROUGHPUT, BackendStatus
+
+SLEEP = 600  # a hung child would sleep this long: the test finishing in seconds proves it was ended
+
+WRITE_RESULTS = """
+import json, sys, time, pathlib
+out = pathlib.Path(sys.argv[1]) / "model"
+out.mkdir(parents=True, exist_ok=True)
+stamp = "2026-01-01T00-00-00.000000"
+(out / f"samples_mmmu_val_art_{stamp}.jsonl").write_text(json.dumps({"doc": {"id": "a"}}) + "\\n")
+(out / f"results_{stamp}.json").write_text(json.dumps({
+    "results": {"mmmu_val": {"acc,none": 1.0}}, "configs": {"mmmu_val_art": {}},
+    "n-samples": {"mmmu_val_art": {"effective": 1}}}))
+print("results written", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+WRITE_THROUGHPUT = """
+import json, sys
+json.dump({"engine": "hf", "metrics": {"images_per_s": 1.0}}, open(sys.argv[1], "w"))
+"""
+HANG_SILENTLY = "import sys, time; print('loading...', flush=True); time.sleep(float(sys.argv[1]))"
+
+
+def fake_commands(monkeypatch, hung: set[str], silent: set[str], sleep: float = SLEEP):
+    def accuracy(cfg, backend, bdir, include_path=None, python=None):
+        if backend in silent:
+            return PhaseCommand([sys.executable, "-c", HANG_SILENTLY, str(sleep)], {})
+        pause = sleep if backend in hung else 0
+        return PhaseCommand([sys.executable, "-c", textwrap.dedent(WRITE_RESULTS),
+                             str(Path(bdir) / LM_EVAL_DIR), str(pause)], {})
+
+    def throughput(cfg, backend, bdir, python=None):
+        return PhaseCommand([sys.executable, "-c", WRITE_THROUGHPUT, str(Path(bdir) / THROUGHPUT)], {})
+
+    monkeypatch.setattr(runner, "accuracy_command", accuracy)
+    monkeypatch.setattr(runner, "throughput_command", throughput)
+
+
+def plan(tmp_path: Path, backends: list[str], **extra) -> runner.Plan:
+    model = tmp_path / "model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text("{}")
+    cfg = parse_config({"model": str(model), "engine": "hf", "backends": backends,
+                        "output_dir": str(tmp_path), "run_id": "run", **extra})
+    return runner.Plan(cfg=cfg, run_dir=tmp_path / "run", model=str(model), include_path=None,
+                       backends=cfg.ordered_backends())
+
+
+def test_hung_after_results_is_terminated_and_counted_complete_timeout_without_results_crashes(
+        tmp_path, monkeypatch):
+    fake_commands(monkeypatch, hung={"eager"}, silent={"sdpa"})
+    p = plan(tmp_path, ["eager", "sdpa", "flash_attention_2"], exit_grace_s=2, timeout_s=4)
+    t0 = time.monotonic()
+    rc = runner.execute(p, report=False)
+    took = time.monotonic() - t0
+    assert took < 60, took  # neither sleeping child was waited for
+    assert rc == 1  # one backend crashed
+
+    eager = BackendStatus.read(p.run_dir / "eager")
+    assert eager.phases == {"accuracy": "complete", "throughput": "complete"}
+    assert "terminated" in eager.notes["accuracy"] and eager.errors == {}
+    assert "terminated" in (p.run_dir / "eager" / "accuracy.log").read_text()
+
+    sdpa = BackendStatus.read(p.run_dir / "sdpa")
+    assert sdpa.phases["accuracy"] == "failed"
+    assert sdpa.errors["accuracy"].startswith("crashed: no complete results after the time limit")
+    assert sdpa.phases["throughput"] == "complete"  # its other phase still ran
+
+    # the run went on with the next backend, which exits normally: no note
+    fa2 = BackendStatus.read(p.run_dir / "flash_attention_2")
+    assert fa2.complete and fa2.notes == {}
+
+    # a rerun keeps the terminated-but-complete backend (its files verify)
+    fake_commands(monkeypatch, hung=set(), silent=set())
+    before = next((p.run_dir / "eager" / LM_EVAL_DIR).rglob("results_*.json")).stat().st_mtime_ns
+    assert runner.execute(p, report=False) == 0
+    after = next((p.run_dir / "eager" / LM_EVAL_DIR).rglob("results_*.json")).stat().st_mtime_ns
+    assert before == after
+
+
+def test_run_child_grace_starts_when_results_are_complete(tmp_path):
+    """The grace period counts from complete results, not from the start: a child that writes
+    results only after the time limit would have passed is not killed as crashed."""
+    marker = tmp_path / "done"
+    code = (f"import time, pathlib; time.sleep(3); pathlib.Path({str(marker)!r}).write_text('x'); "
+            f"time.sleep({SLEEP})")
+    res = runner.run_child(PhaseCommand([sys.executable, "-c", code], {}), tmp_path / "c.log",
+                           timeout=60, results_ready=marker.is_file, grace=1, poll=0.2)
+    assert res.terminated_after_results and res.ok and not res.timed_out
+    assert 3 <= res.seconds < 30
+
+
+@pytest.mark.parametrize("code,rc", [("raise SystemExit(3)", 3), ("pass", 0)])
+def test_children_that_exit_are_not_terminated(tmp_path, code, rc):
+    res = runner.run_child(PhaseCommand([sys.executable, "-c", code], {}), tmp_path / "c.log",
+                           timeout=30, results_ready=lambda: True, grace=5, poll=0.2)
+    assert res.returncode == rc and not res.terminated_after_results
+    assert res.ok == (rc == 0)
+
+
+def test_accuracy_false_runs_throughput_only(tmp_path, monkeypatch):
+    fake_commands(monkeypatch, hung=set(), silent=set())
+    p = plan(tmp_path, ["sdpa"], accuracy=False)
+    assert runner.execute(p, report=False) == 0
+    st = BackendStatus.read(p.run_dir / "sdpa")
+    assert st.complete
+    assert not list((p.run_dir / "sdpa" / LM_EVAL_DIR).rglob("results_*.json"))  # nothing ran
+    assert json.loads((p.run_dir / "sdpa" / THROUGHPUT).read_text())["metrics"]["images_per_s"] == 1.0
