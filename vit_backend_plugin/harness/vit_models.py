@@ -27,6 +27,10 @@ FULL_VITS: dict[str, tuple[str, dict]] = {
     # (mlp_ratio must be an integer there: 4 instead of SigLIP's 4304/1152; attention unchanged.)
     "siglip-d72": ("qwen2_vl", {"depth": 27, "embed_dim": 1152, "num_heads": 16,
                                 "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
+    # InternViT-300M-size ViT (InternVL's: 24 layers, 1024 wide, 16 heads, head_dim 64) in the
+    # Qwen2-VL vision architecture.
+    "internvit-d64": ("qwen2_vl", {"depth": 24, "embed_dim": 1024, "num_heads": 16,
+                                   "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
     # Qwen2.5-VL-7B's windowed ViT: 32 layers, 1280 wide, 16 heads, window attention except
     # blocks 7, 15, 23, 31.
     "qwen2.5-vl-7b": ("qwen2_5_vl", {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
