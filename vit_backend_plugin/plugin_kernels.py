@@ -46,7 +46,13 @@ def _xformers(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
 @functools.cache
 def get_kernel(name: str) -> Callable:
     """The varlen function for a plugin backend. KeyError for a name that is not ours."""
-    if name in ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN"):
+    if name in ("VIT_TRITON", "VIT_AUTO"):
+        from vit_backend_plugin.kernels import KERNELS
+
+        # Inside vLLM, max_seqlen comes from the model's host-side max over the same lengths
+        # (MMEncoderAttention.compute_max_seqlen) or from the op's own read: exact.
+        return functools.partial(KERNELS[name], max_seqlen_exact=True)
+    if name == "TORCH_SDPA_CUDNN":
         from vit_backend_plugin.kernels import KERNELS
 
         return KERNELS[name]

@@ -122,7 +122,8 @@ def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_length
                   available, default)
 
 
-def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None):
+def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
+                       max_seqlen_exact: bool = False):
     """Same contract as :func:`vit_backend_plugin.kernels.vit_attention`."""
     max_seqlen = int(max_seqlen)
     batch = cu_seqlens.shape[0] - 1
@@ -134,6 +135,9 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None):
         if softmax_scale is None:
             softmax_scale = q.shape[-1] ** -0.5
         return vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale)
+    if name == "VIT_TRITON":
+        return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale,
+                                max_seqlen_exact=max_seqlen_exact)
     return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale)
 
 
