@@ -126,3 +126,21 @@ def test_accuracy_false_runs_throughput_only(tmp_path, monkeypatch):
     assert st.complete
     assert not list((p.run_dir / "sdpa" / LM_EVAL_DIR).rglob("results_*.json"))  # nothing ran
     assert json.loads((p.run_dir / "sdpa" / THROUGHPUT).read_text())["metrics"]["images_per_s"] == 1.0
+
+
+def test_termination_ends_the_whole_process_group(tmp_path):
+    """lm-eval's vLLM engine core is a process of its own, slow to leave on SIGTERM: it must be
+    gone too (its GPU memory otherwise stops the next backend's engine from starting)."""
+    marker, pidfile = tmp_path / "done", tmp_path / "grandchild.pid"
+    code = ("import subprocess, sys, time, pathlib; "
+            "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            f"signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep({SLEEP})']); "
+            f"pathlib.Path({str(pidfile)!r}).write_text(str(g.pid)); "
+            f"pathlib.Path({str(marker)!r}).write_text('x'); time.sleep({SLEEP})")
+    res = runner.run_child(PhaseCommand([sys.executable, "-c", code], {}), tmp_path / "c.log",
+                           timeout=60, results_ready=marker.is_file, grace=0.5, poll=0.2)
+    assert res.terminated_after_results
+    grandchild = int(pidfile.read_text())
+    status = Path(f"/proc/{grandchild}/status")
+    # gone, or at most a zombie waiting for init to reap it (it holds no memory then)
+    assert not status.exists() or "zombie" in status.read_text()

@@ -303,17 +303,29 @@ def child_env(cmd: PhaseCommand) -> dict[str, str]:
     return env
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
+    """End the child and everything in its process group, and wait until they are gone: a
+    vLLM engine-core process outliving lm-eval keeps its GPU memory, and the next backend's
+    engine then fails to start (seen on the H100)."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader; the rest of the group is reaped by init
+            if proc.returncode is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.1)
 
 
 def run_child(cmd: PhaseCommand, log_path: Path, on_progress=None,
