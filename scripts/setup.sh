@@ -47,6 +47,12 @@ else
   EXTRAS='.[vllm,eval,dev]'
 fi
 pip install -q "${VLLM_SPEC[@]}" -e "$EXTRAS"
+if [ ${#VLLM_SPEC[@]} -gt 0 ]; then
+  # FlashInfer as vLLM 0.32 pins it (the CUDA wheel brings it; the CPU build does not), for the
+  # FLASHINFER_HOST tests against vLLM's stock FlashInfer builder. Its Python planning API
+  # imports on CPU; its CUDA-only dependencies (cutlass-dsl, ~180 MiB) are left out.
+  pip install -q --no-deps flashinfer-python==0.7.0.post1 nvidia-ml-py 'apache-tvm-ffi>=0.1.11,<0.2'
+fi
 
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
