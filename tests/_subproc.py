@@ -20,3 +20,14 @@ def run_snippet(code: str, env: dict | None = None, timeout: int = 300):
             result = json.loads(line[len("RESULT "):])
             break
     return proc, result
+
+
+# Snippet preamble: capture the plugin's log records (level, message) in `records`.
+CAPTURE_PLUGIN_LOG = """
+import json, logging, os
+records = []
+class H(logging.Handler):
+    def emit(self, r): records.append((r.levelname, r.getMessage()))
+logging.getLogger("vllm.vit_backend_plugin").addHandler(H())
+logging.getLogger("vllm.vit_backend_plugin").setLevel(logging.INFO)
+"""

@@ -7,17 +7,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from _subproc import run_snippet  # noqa: E402
+from _subproc import CAPTURE_PLUGIN_LOG, run_snippet  # noqa: E402
 
 # Common preamble: capture the plugin's log records, then load plugins the way vLLM does.
-PRE = """
-import json, logging, os
-records = []
-class H(logging.Handler):
-    def emit(self, r): records.append((r.levelname, r.getMessage()))
-logging.getLogger("vllm.vit_backend_plugin").addHandler(H())
-logging.getLogger("vllm.vit_backend_plugin").setLevel(logging.INFO)
-"""
+PRE = CAPTURE_PLUGIN_LOG
 LOAD = """
 import vllm.plugins
 vllm.plugins.load_general_plugins()

@@ -6,15 +6,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from _subproc import run_snippet  # noqa: E402
+from _subproc import CAPTURE_PLUGIN_LOG, run_snippet  # noqa: E402
 
-PRE = """
-import json, logging, os, torch
-records = []
-class H(logging.Handler):
-    def emit(self, r): records.append((r.levelname, r.getMessage()))
-logging.getLogger("vllm.vit_backend_plugin").addHandler(H())
-logging.getLogger("vllm.vit_backend_plugin").setLevel(logging.INFO)
+PRE = CAPTURE_PLUGIN_LOG + """
+import torch
 import vllm.plugins
 vllm.plugins.load_general_plugins()
 from vllm.config import VllmConfig, set_current_vllm_config
