@@ -160,6 +160,9 @@ def test_demo_end_to_end(demo_run):
         assert tp["engine_settings"]["enable_prefix_caching"] is False
         assert tp["engine_settings"]["mm_processor_cache_gb"] == 0
         assert tp["engine_settings"]["fresh_images_each_repeat"] is True
+        # vLLM's encoder timer synchronises a CUDA device: off on the CPU platform, recorded
+        assert tp["engine_settings"]["encoder_timer"] is False
+        assert all(r["encoder_images_per_s"] is None for r in tp["repeats"])
 
         res = json.loads(results_file(run_dir, backend).read_text())
         assert 0.0 <= res["results"]["mmmu_val"]["acc,none"] <= 1.0

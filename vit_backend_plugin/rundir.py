@@ -112,7 +112,7 @@ class BackendStatus:
 # {
 #   "engine": "vllm" | "hf",
 #   "metrics": {            # medians over repeats, warm-up excluded
-#       vllm: "images_per_s", "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
+#       vllm: "images_per_s", "encoder_images_per_s" (vLLM's encoder-forward timer), "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
 #       hf:   "images_per_s", "prefill_tokens_per_s"
 #   },
 #   "repeats": [ {same keys}, ... ],

@@ -8,8 +8,9 @@ One fresh process per backend. Writes ``throughput.json`` atomically (see :mod:`
   ``input_len`` tokens, ``output_len`` output tokens with ``ignore_eos``) as OpenAI-style chat
   messages, sent through ``LLM.chat``. Per repeat: requests/s, input tokens/s, mean and p99 time
   to first token (vLLM's per-request ``first_token_latency``). ``concurrency`` caps concurrent
-  sequences (``max_num_seqs``). Encoder images/s counts the images of a repeat over its wall
-  time. Every repeat draws new images; prefix caching and the multimodal processor cache are off
+  sequences (``max_num_seqs``). Images/s counts the images of a repeat over its wall time
+  (host-side image preprocessing included); encoder images/s counts them over the time vLLM's
+  own encoder timer (``enable_mm_processor_stats``) measured in encoder forwards. Every repeat draws new images; prefix caching and the multimodal processor cache are off
   (recorded under ``engine_settings``), so repeats measure the encoder, not caches.
 * engine ``hf``: transformers with ``attn_implementation=<backend>``: vision-encoder images/s
   (``get_image_features`` on the processor's pixel values) and prefill tokens/s (one forward
@@ -146,6 +147,10 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
     kwargs.update({k2: v for k2, v in spec["engine_args"].items()
                    if k2 not in LM_EVAL_ONLY_ARGS and k2 not in PROCESSOR_ARGS})
     kwargs.update(NO_CACHES)  # measure the encoder, not caches (after engine_args: always off)
+    # vLLM's own encoder timer (synchronised wall time of each encoder forward, per request):
+    # images/s of the ViT itself, free of host-side image preprocessing. It synchronises with
+    # torch.accelerator, which a CUDA build of torch without a GPU cannot (vLLM's CPU platform).
+    kwargs["enable_mm_processor_stats"] = _has_accelerator()
     llm = LLM(**kwargs)
     tokenizer = llm.get_tokenizer()
 
@@ -159,6 +164,7 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
     done = 0
     if s["warmup"]:
         llm.chat(sample(s["warmup"], spec["seed"] + 1), params, use_tqdm=False)
+        encoder_forward_s(llm)  # reads and clears the engine's registry
         done += 1
         progress(done, total)
     repeats = []
@@ -169,6 +175,7 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         outs = llm.chat(prompts, params, use_tqdm=False)
         wall = time.perf_counter() - t0
+        enc = encoder_forward_s(llm)
         in_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
         ttft = [
             o.metrics.first_token_latency * 1000.0
@@ -178,6 +185,8 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
         repeats.append(
             {
                 "images_per_s": n_images / wall,
+                "encoder_images_per_s": n_images / enc if enc else None,
+                "encoder_forward_s": enc,
                 "requests_per_s": len(outs) / wall,
                 "input_tokens_per_s": in_tokens / wall,
                 "ttft_mean_ms": statistics.fmean(ttft) if ttft else None,
@@ -188,7 +197,24 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
         done += 1
         progress(done, total)
     return {"repeats": repeats, "engine_settings": {**NO_CACHES, "images_per_repeat": n_images,
+                                                    "encoder_timer": kwargs["enable_mm_processor_stats"],
                                                     "fresh_images_each_repeat": True}}
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def encoder_forward_s(llm) -> float | None:
+    """Seconds the engine's workers spent in encoder forwards since the last call (vLLM's
+    ``enable_mm_processor_stats`` registry, which this read clears); None if not recorded."""
+    if not llm.llm_engine.vllm_config.observability_config.enable_mm_processor_stats:
+        return None
+    per_worker = llm.llm_engine.collective_rpc("get_encoder_timing_stats")
+    totals = [sum(float(v.get("encoder_forward_secs", 0.0)) for v in w.values()) for w in per_worker if w]
+    return max(totals) if totals else None  # tensor-parallel workers run the encoder together
 
 
 # --------------------------------------------------------------------------- transformers

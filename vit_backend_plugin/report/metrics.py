@@ -10,5 +10,6 @@ SPEED_METRICS: dict[str, tuple[str, bool]] = {
     "ttft_mean_ms": ("TTFT mean (ms)", False),
     "ttft_p99_ms": ("TTFT p99 (ms)", False),
     "images_per_s": ("images/s", True),
+    "encoder_images_per_s": ("encoder images/s", True),
     "prefill_tokens_per_s": ("prefill tok/s", True),
 }
