@@ -384,9 +384,9 @@ print("RESULT " + json.dumps(out))
             assert r["fallbacks"] == {"xqa_ragged": 1} and r["host_builds"] == 0
         else:
             assert r["host_builds"] == 1 and not r["fallbacks"], case
-    graph = [r["ours"] for (_, _, _, cfg), r in zip(PLAN_CASES, res) if cfg.get("cudagraph")]
+    graph = [r["ours"] for (_, _, _, cfg), r in zip(PLAN_CASES, res, strict=True) if cfg.get("cudagraph")]
     # the cases do exercise both sides of the CUDA-graph cap
     assert [sorted(k for k in g if g[k]) for g in graph] == [
         ["graph_decode_6"], ["_decode_wrapper"], ["graph_decode_5"], ["_decode_wrapper", "_prefill_wrapper"]]
-    xqa = [r["ours_decode"] for (_, _, _, cfg), r in zip(PLAN_CASES, res) if cfg.get("xqa")]
+    xqa = [r["ours_decode"] for (_, _, _, cfg), r in zip(PLAN_CASES, res, strict=True) if cfg.get("xqa")]
     assert xqa[0]["q_len_per_req"] == 4 and xqa[0]["mask"] is not None

@@ -202,7 +202,7 @@ def paged_kv_indices(block_table: np.ndarray, indptr: np.ndarray, out: np.ndarra
 
     The builder does this gather on the device (the block table lives there; vLLM's own
     Triton kernel reads the device indptr we copied host-to-device). This host version is
-    the reference and what ``bench-builder --planner-only`` copies to the device.
+    the reference ``bench-builder --planner-only`` checks the device gather against.
     """
     counts = indptr[1:] - indptr[:-1]
     total = int(indptr[-1] - indptr[0])
