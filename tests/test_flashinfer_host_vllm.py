@@ -135,7 +135,8 @@ def make_env(d):
         def get_kv_cache_spec(self, vllm_config):
             return spec
 
-    def make(num_spec=0, async_sched=False, padded=True, stock=False):
+    def make(num_spec=0, async_sched=False, padded=True, stock=False, cudagraph=False, capture_size=None,
+             xqa=False):
         sched = SchedulerConfig(max_num_seqs=MAX_SEQS, max_num_batched_tokens=4096, max_model_len=MAX_LEN,
                                 is_encoder_decoder=False, async_scheduling=False)
         sc = None
@@ -151,6 +152,10 @@ def make_env(d):
         # checkpoint); the builder only reads the flag, so set it after validation.
         vc.scheduler_config.async_scheduling = async_sched
         vc.cache_config.kv_cache_layout = "HND"  # what the engine core resolves for FlashInfer
+        if cudagraph:  # the CPU platform turns CUDA graphs off; the builder only reads these
+            from vllm.config import CUDAGraphMode
+            vc.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+            vc.compilation_config.max_cudagraph_capture_size = capture_size
         names = ["model.layers.0.attn", "model.layers.1.attn"]
         with set_current_vllm_config(vc):
             impl = FlashInferImpl(num_heads=HEADS, head_size=HEAD_DIM, scale=HEAD_DIM ** -0.5,
@@ -160,6 +165,11 @@ def make_env(d):
                 vc.compilation_config.static_forward_context[nm] = Layer(impl)
             cls = FlashInferMetadataBuilder if stock else FlashInferHostBackend.get_builder_cls()
             b = cls(spec, names, vc, torch.device("cpu"))
+        if xqa:  # what __init__ selects on SM90/SM12x (the CPU platform has no XQA)
+            from vllm.v1.attention.backends.flashinfer import FlashInferDecodeKernel
+            b.use_trtllm_decode_attention, b.use_xqa = True, True
+            b.flashinfer_trtllm_api_decode_kernel = FlashInferDecodeKernel.XQA
+            b.reorder_batch_threshold = 1 + num_spec  # _init_reorder_batch_threshold, spec-as-decode
         b._prefill_wrapper, b._decode_wrapper = Recorder(), Recorder()
         return b
 
@@ -265,21 +275,35 @@ def test_ring_buffers_reused_not_reallocated(env):
 
 
 # --------------------------------------------------------------- against the stock builder
+# (query lengths, context lengths, causal, builder settings for both builders)
 PLAN_CASES = [
-    ([1, 1, 1, 37, 100], [15, 16, 17, 0, 31], True),   # mixed, page boundaries, empty ctx
-    ([1] * 9, [0, 1, 15, 16, 17, 31, 32, 33, 900], True),  # all decode
-    ([5, 64, 17], [0, 16, 3], True),                      # all prefill
-    ([4, 4], [0, 8], False),                              # non-causal: ours hands it to stock
+    ([1, 1, 1, 37, 100], [15, 16, 17, 0, 31], True, {}),   # mixed, page boundaries, empty ctx
+    ([1] * 9, [0, 1, 15, 16, 17, 31, 32, 33, 900], True, {}),  # all decode
+    ([5, 64, 17], [0, 16, 3], True, {}),                      # all prefill
+    ([4, 4], [0, 8], False, {}),                              # non-causal: ours hands it to stock
+    # spec decode, native decode (threshold 1): drafts rows are planned as prefills
+    ([1, 1, 4, 4, 30], [10, 16, 31, 5, 0], True, {"num_spec": 3}),
+    ([4, 4, 4], [3, 40, 17], True, {"num_spec": 3}),
+    # CUDA-graph decode wrappers: within the cap, above a capture-size cap, spec-widened cap
+    ([1] * 6, [3, 15, 16, 17, 64, 90], True, {"cudagraph": True}),
+    ([1] * 6, [3, 15, 16, 17, 64, 90], True, {"cudagraph": True, "capture_size": 4}),
+    ([1] * 5, [3, 15, 16, 17, 64], True, {"cudagraph": True, "capture_size": 5, "num_spec": 1}),
+    ([1, 1, 20], [3, 15, 16], True, {"cudagraph": True}),   # mixed: never the graph wrapper
+    # XQA decode (SM90) with spec drafts as decodes + native prefill; ragged XQA -> stock
+    ([4, 4, 4, 50], [10, 31, 0, 7], True, {"num_spec": 3, "xqa": True}),
+    ([1, 1, 50], [10, 31, 7], True, {"xqa": True}),
+    ([4, 2, 50], [10, 31, 7], True, {"num_spec": 3, "xqa": True}),
 ]
 
 
 def test_same_split_and_plan_arguments_as_vllms_stock_builder(tmp_path):
     """On the same CommonAttentionMetadata: vLLM's own split_decodes_and_prefills gives our
     metadata's split, and FlashInfer's plan() gets from us exactly what it gets from vLLM's stock
-    FlashInferMetadataBuilder. vLLM disables Triton on CPU, so its page-index copy kernel (vLLM's
-    own function) runs here in Triton's interpreter."""
+    FlashInferMetadataBuilder (the CUDA-graph decode wrapper choice included); the XQA decode
+    metadata is field for field the same. vLLM disables Triton on CPU, so its page-index copy
+    kernel (vLLM's own function) runs here in Triton's interpreter."""
     proc, res = run_snippet(f"""
-import json, sys
+import dataclasses, json, sys
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch, triton, triton.language
@@ -292,52 +316,77 @@ env = make_env(Path({str(tmp_path)!r}))
 # the stock builder checks the wrapper types: recorders that are FlashInfer's classes
 class PrefillRecorder(Recorder, fi.BatchPrefillWithPagedKVCacheWrapper): pass
 class DecodeRecorder(Recorder, fi.BatchDecodeWithPagedKVCacheWrapper): pass
+class GraphDecodeRecorders(dict):  # one recorder per CUDA-graph batch size, as stock keys them
+    def get(self, k, default=None):
+        return self.setdefault(k, DecodeRecorder())
 def make(**kw):
     b = env["make"](**kw)
     b._prefill_wrapper, b._decode_wrapper = PrefillRecorder(), DecodeRecorder()
     b._noncausal_prefill_wrapper = b._prefill_wrapper  # stock keeps non-causal plans apart
+    if hasattr(b, "_decode_wrappers_cudagraph"):
+        b._decode_wrappers_cudagraph = GraphDecodeRecorders()
     return b
+def norm(v):
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    return v if isinstance(v, (int, float, bool, str, type(None))) else repr(v)
 def calls(b):
-    def norm(v):
-        if isinstance(v, torch.Tensor):
-            return v.tolist()
-        return v if isinstance(v, (int, float, bool, str, type(None))) else repr(v)
-    return {{w: [{{k: norm(v) for k, v in c.items()}} for c in getattr(b, w).calls]
+    out = {{w: [{{k: norm(v) for k, v in c.items()}} for c in getattr(b, w).calls]
             for w in ("_prefill_wrapper", "_decode_wrapper")}}
+    for bs, r in getattr(b, "_decode_wrappers_cudagraph", {{}}).items():
+        out[f"graph_decode_{{bs}}"] = [{{k: norm(v) for k, v in c.items()}} for c in r.calls]
+    return out
+def decode_md(md):
+    d = md.decode
+    if d is None or isinstance(d, fi.FIDecode):
+        return type(d).__name__
+    return {{f.name: norm(getattr(d, f.name)) for f in dataclasses.fields(d)}}
 out = []
-for qlens, ctx, causal in PLAN_CASES:
-    ours, stock = make(), make(stock=True)
+for qlens, ctx, causal, cfg in PLAN_CASES:
+    ours, stock = make(**cfg), make(stock=True, **cfg)
     cams = [batch(qlens, ctx)[0] for _ in range(2)]
     for c in cams:
         c.causal = causal
     md, smd = ours.build(0, cams[0]), stock.build(0, cams[1])
     split = split_decodes_and_prefills(cams[0], decode_threshold=stock.reorder_batch_threshold,
-                                       require_uniform=True)
+                                       require_uniform=not stock.use_xqa)
     out.append({{"split": list(split), "ours_split": [md.num_decodes, md.num_prefills,
                  md.num_decode_tokens, md.num_prefill_tokens],
                  "stock_split": [smd.num_decodes, smd.num_prefills, smd.num_decode_tokens,
                  smd.num_prefill_tokens],
                  "ours": calls(ours), "stock": calls(stock), "host_builds": ours.host_builds,
+                 "ours_decode": decode_md(md), "stock_decode": decode_md(smd),
                  "fallbacks": ours.fallback_counts}})
 print("RESULT " + json.dumps(out))
 """, env={"TRITON_INTERPRET": "1"})
     assert res is not None, proc.stderr[-3000:]
-    for (qlens, _, causal), r in zip(PLAN_CASES, res, strict=True):
-        assert r["ours_split"] == r["split"] == r["stock_split"], qlens
+    for (qlens, _, causal, cfg), r in zip(PLAN_CASES, res, strict=True):
+        case = (qlens, cfg)
+        assert r["ours_split"] == r["split"] == r["stock_split"], case
         ours, stock = r["ours"], r["stock"]
-        assert [len(ours[w]) for w in ours] == [len(stock[w]) for w in stock]
-        assert sum(len(v) for v in stock.values()) >= 1
+        assert {w: len(v) for w, v in ours.items()} == {w: len(v) for w, v in stock.items()}, case
+        assert sum(len(v) for v in stock.values()) >= 1 or r["stock_decode"] != "NoneType", case
+        assert r["ours_decode"] == r["stock_decode"], case
         for w in ours:
             for a, b in zip(ours[w], stock[w], strict=True):
                 assert set(a) == set(b), (w, set(a) ^ set(b))
                 for key in a:
                     x, y = a[key], b[key]
                     if key in ("indices", "paged_kv_indices"):  # buffers: the used prefix counts
-                        n = (ours[w][0].get("indptr") or ours[w][0]["paged_kv_indptr"])[-1]
+                        n = (a.get("indptr") or a["paged_kv_indptr"])[-1]
                         x, y = x[:n], y[:n]
-                    assert x == y, (qlens, w, key, x, y)
-        if causal:
-            assert r["host_builds"] == 1 and not r["fallbacks"]
-        else:
+                    assert x == y, (case, w, key, x, y)
+        ragged = cfg.get("xqa") and qlens[:2] == [4, 2]
+        if not causal:
             assert r["fallbacks"] == {"non_causal": 1} and r["host_builds"] == 0
             assert ours["_prefill_wrapper"][0]["causal"] is False
+        elif ragged:
+            assert r["fallbacks"] == {"xqa_ragged": 1} and r["host_builds"] == 0
+        else:
+            assert r["host_builds"] == 1 and not r["fallbacks"], case
+    graph = [r["ours"] for (_, _, _, cfg), r in zip(PLAN_CASES, res, strict=True) if cfg.get("cudagraph")]
+    # the cases do exercise both sides of the CUDA-graph cap
+    assert [sorted(k for k in g if g[k]) for g in graph] == [
+        ["graph_decode_6"], ["_decode_wrapper"], ["graph_decode_5"], ["_decode_wrapper", "_prefill_wrapper"]]
+    xqa = [r["ours_decode"] for (_, _, _, cfg), r in zip(PLAN_CASES, res, strict=True) if cfg.get("xqa")]
+    assert xqa[0]["q_len_per_req"] == 4 and xqa[0]["mask"] is not None

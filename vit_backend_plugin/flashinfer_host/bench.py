@@ -1,14 +1,21 @@
 """``vit-parity bench-builder``: FlashInfer metadata ``build()``, stock vs FLASHINFER_HOST.
 
-Default mode (needs vLLM + flashinfer + a CUDA GPU): builds vLLM's stock
+Default ("full") mode (needs vLLM + flashinfer + a CUDA GPU): builds vLLM's stock
 ``FlashInferMetadataBuilder`` and our ``FlashInferHostMetadataBuilder`` from the same
-VllmConfig (a tiny local Llama config, no weights), times ``build()`` per step for each batch
-size, then runs each builder's ``build()`` under ``torch.cuda.set_sync_debug_mode("error")``.
+VllmConfig (a tiny local Llama config, no weights; one pair per number of speculative
+tokens), builds every batch's ``CommonAttentionMetadata`` once, then per mode and batch size
+times ``build()`` of both on that same object and counts the synchronising CUDA operations
+of each (:func:`.sync_count.count_syncs`, torch's detector in "warn" mode).
 
-``--planner-only`` (needs only torch + numpy + a CUDA GPU): times the pure numpy planner
-plus its host-to-device copies (pinned, non_blocking) under sync-debug "error", side by side
-with a stock-like baseline that reads ``seq_lens`` back from the device (what vLLM 0.32's
-builder does under speculative decoding) and pins fresh host tensors per step.
+``--planner-only`` (needs only torch + numpy + a CUDA GPU; vLLM optional): what our builder
+does per step without FlashInfer: the pure numpy planner into persistent pinned buffers,
+a non-blocking indptr copy and the page-index gather on the device (vLLM's
+``_copy_page_indices_kernel`` when vLLM imports, else a torch gather that needs no host
+sync), side by side with a stock-like baseline that reads ``seq_lens`` back from the device
+(what vLLM 0.32's builder does under speculative decoding) and pins fresh host tensors.
+
+Neither mode counts ``non_blocking`` copies from pageable host memory (the driver stages
+them synchronously; torch's detector does not instrument them).
 """
 
 from __future__ import annotations
@@ -24,24 +31,39 @@ import time
 import numpy as np
 
 from vit_backend_plugin.flashinfer_host import planning
+from vit_backend_plugin.flashinfer_host.sync_count import count_syncs
 
 DEFAULT_BATCH_SIZES = "1,2,4,8,16,32,64,128,256"
+MODES = ("decode", "mixed", "spec")
+SYNC_STEPS = 5  # builds per sync count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--planner-only", action="store_true",
-                        help="no vLLM: time the pure planner + its H2D copies under sync-debug 'error'")
+                        help="time the pure planner + its H2D copies + the device page-index gather")
     parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help="comma-separated (default %(default)s)")
-    parser.add_argument("--mode", choices=["decode", "mixed", "spec"], default="spec",
-                        help="decode: 1 token/row; mixed: 1/4 prefill rows; spec: decode rows with "
-                             "--spec-tokens drafts + 1/8 prefills (default %(default)s)")
+    parser.add_argument("--modes", "--mode", dest="modes", default="spec", type=parse_modes,
+                        help="comma-separated, run in one process: decode: 1 token/row; mixed: 1/4 "
+                             "prefill rows; spec: decode rows with --spec-tokens drafts + 1/8 "
+                             "prefills (default %(default)s)")
     parser.add_argument("--spec-tokens", type=int, default=3)
     parser.add_argument("--page-size", type=int, default=16)
     parser.add_argument("--max-context", type=int, default=4096)
+    parser.add_argument("--no-trtllm", action="store_true",
+                        help="full mode: --attention-config.use_trtllm_attention=0 (native FlashInfer "
+                             "decode even where XQA/trtllm-gen is available)")
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the JSON result here")
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"modes must be among {', '.join(MODES)}; got {text!r}")
+    return list(dict.fromkeys(modes))
 
 
 def _require_cuda():
@@ -67,7 +89,45 @@ def make_batch(rng, bs: int, mode: str, spec_tokens: int, page_size: int, max_co
     return qo, computed, block_table, q_dec
 
 
+def _syncs(fn, steps: int = SYNC_STEPS):
+    """Synchronising CUDA operations over ``steps`` calls of fn, and the first report."""
+    def run():
+        for _ in range(steps):
+            fn()
+    _, n, first = count_syncs(run)
+    return n, first
+
+
 # ----------------------------------------------------------------------------- planner-only
+def gather_page_indices_torch(out, block_table, indptr, num_reqs: int, total: int):
+    """Device page-index gather with torch ops only: row ``i``'s first ``indptr[i+1] -
+    indptr[i]`` block ids, concatenated into ``out[:total]``. ``total`` (= ``indptr[-1]``) is
+    known on the host, so nothing is read back from the device. Works on any device."""
+    if total == 0:
+        return out[:0]
+    import torch
+
+    pos = torch.arange(total, device=indptr.device, dtype=indptr.dtype)
+    rows = torch.searchsorted(indptr[1 : num_reqs + 1], pos, right=True)
+    cols = (pos - indptr[rows]).long()
+    out[:total] = block_table[rows, cols]
+    return out[:total]
+
+
+def page_index_gather():
+    """``(name, gather(out, block_table, indptr_dev, num_reqs, total))``: vLLM's own kernel,
+    as the builder calls it, when vLLM's FlashInfer backend imports; else the torch gather."""
+    try:
+        from vllm.v1.attention.backends.flashinfer import _copy_page_indices_kernel as kernel
+    except Exception:  # vLLM or flashinfer absent: no vLLM kernel to time
+        return "torch_searchsorted", gather_page_indices_torch
+
+    def gather(out, block_table, indptr, num_reqs, total):
+        kernel[(num_reqs,)](out[:total], block_table, block_table.stride(0), indptr, BLOCK_SIZE=1024)
+        return out[:total]
+    return "vllm_copy_page_indices_kernel", gather
+
+
 class _PlannerState:
     """Persistent pinned host buffers + device buffers, sized once (as the builder does)."""
 
@@ -76,12 +136,14 @@ class _PlannerState:
         self.host = {k: torch.zeros(n, dtype=torch.int32, pin_memory=True) for k in
                      ("indptr", "last", "qo_p", "kvl_p", "kvl_d", "seq", "pages")}
         self.np = {k: v.numpy() for k, v in self.host.items()}
-        self.idx_host = torch.zeros(max_pages, dtype=torch.int32, pin_memory=True)
         self.dev = {k: torch.zeros(n, dtype=torch.int32, device=dev) for k in ("indptr", "last", "qo_p", "kvl_p", "kvl_d")}
         self.idx_dev = torch.zeros(max_pages, dtype=torch.int32, device=dev)
 
 
-def _planner_step(st: _PlannerState, qo, computed, block_table, threshold, page_size):
+def _planner_step(st: _PlannerState, qo, computed, bt_dev, threshold, page_size, gather):
+    """The builder's host path minus FlashInfer: plan on the host, copy the indptr (pinned,
+    non_blocking), gather page indices on the device, copy the other planning arrays (the
+    copies FlashInfer's plan() makes from what the builder passes)."""
     n = len(computed)
     seq = planning.host_seq_lens(computed, qo, out=st.np["seq"][:n])
     split = planning.split_decodes_and_prefills(qo, int(qo[-1]), int((qo[1:] - qo[:-1]).max()),
@@ -91,18 +153,20 @@ def _planner_step(st: _PlannerState, qo, computed, block_table, threshold, page_
                                kv_lens_prefill_out=st.np["kvl_p"], kv_lens_decode_out=st.np["kvl_d"],
                                pages_scratch=st.np["pages"])
     total = int(plan.paged_kv_indptr[n])
-    planning.paged_kv_indices(block_table, plan.paged_kv_indptr, st.idx_host.numpy())
-    for k, m in (("indptr", n + 1), ("last", n), ("qo_p", len(plan.qo_indptr_prefill)),
+    indptr_dev = st.dev["indptr"][: n + 1]
+    indptr_dev.copy_(st.host["indptr"][: n + 1], non_blocking=True)
+    gather(st.idx_dev, bt_dev, indptr_dev, n, total)
+    for k, m in (("last", n), ("qo_p", len(plan.qo_indptr_prefill)),
                  ("kvl_p", len(plan.kv_lens_prefill)), ("kvl_d", len(plan.kv_lens_decode))):
         if m:
             st.dev[k][:m].copy_(st.host[k][:m], non_blocking=True)
-    st.idx_dev[:total].copy_(st.idx_host[:total], non_blocking=True)
     return plan
 
 
-def _stock_like_step(torch, seq_lens_dev, qo_cpu, page_size):
+def _stock_like_step(torch, seq_lens_dev, qo_cpu, bt_dev, idx_dev, page_size, gather):
     """What the stock builder does per build under spec decode, minus FlashInfer: a D2H
-    read of seq_lens, torch CPU math, then fresh pinned copies of each planning array."""
+    read of seq_lens, torch CPU math, fresh pinned copies of each planning array, and the
+    same device page-index gather."""
     seq = seq_lens_dev.cpu()  # device -> host: waits for the GPU
     pages = (seq + page_size - 1) // page_size
     indptr = torch.zeros(len(seq) + 1, dtype=torch.int32)
@@ -111,6 +175,7 @@ def _stock_like_step(torch, seq_lens_dev, qo_cpu, page_size):
     last = torch.where((last == 0) & (seq != 0), page_size, last).to(torch.int32)
     kvl = (torch.clamp(indptr[1:] - indptr[:-1] - 1, min=0) * page_size + last)
     out = [t.pin_memory().to("cuda", non_blocking=True) for t in (qo_cpu, indptr, last, kvl)]
+    gather(idx_dev, bt_dev, out[1], len(seq), int(indptr[-1]))
     return out
 
 
@@ -128,64 +193,65 @@ def _time(fn, iters, warmup, torch):
     return {"median_us": float(np.median(ts)), "p90_us": float(np.percentile(ts, 90)), "mean_us": float(ts.mean())}
 
 
-def _under_sync_error(torch, fn, reps=5):
-    """Run fn with sync-debug 'error'; return (ok, error text)."""
+def _detector_armed(torch) -> tuple[bool, str | None]:
+    """A device-to-host read must be counted, or zero counts prove nothing."""
+    probe = torch.ones(4, device="cuda")
     torch.cuda.synchronize()
-    prev = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(reps):
-            fn()
-        return True, None
-    except RuntimeError as e:
-        return False, str(e).splitlines()[0][:300]
-    finally:
-        torch.cuda.set_sync_debug_mode(prev)
-        torch.cuda.synchronize()
+    _, n, msg = count_syncs(lambda: probe.sum().item())
+    return n >= 1, msg
 
 
 def run_planner_only(args, torch) -> dict:
     dev = torch.device("cuda")
     sizes = [int(x) for x in args.batch_sizes.split(",")]
-    rng = np.random.default_rng(args.seed)
-    max_pages = max(sizes) * (-(-(args.max_context + 512) // args.page_size))
-    st = _PlannerState(torch, max(sizes), max_pages, dev)
-    # the detector is armed: a device->host read must raise under "error"
-    probe = torch.ones(4, device=dev)
-    armed_ok, armed_msg = _under_sync_error(torch, lambda: probe.sum().item(), reps=1)
+    gather_name, gather = page_index_gather()
+    width = -(-(args.max_context + 512) // args.page_size)
+    st = _PlannerState(torch, max(sizes), max(sizes) * width, dev)
+    stock_idx = torch.zeros(max(sizes) * width, dtype=torch.int32, device=dev)
+    armed, armed_msg = _detector_armed(torch)
     rows = []
-    for bs in sizes:
-        qo, computed, bt, q_dec = make_batch(rng, bs, args.mode, args.spec_tokens, args.page_size, args.max_context)
-        threshold = q_dec if args.mode == "spec" else 1
-        seq_dev = torch.from_numpy(planning.host_seq_lens(computed, qo)).to(dev)
-        qo_cpu = torch.from_numpy(qo)
-        ours = lambda qo=qo, computed=computed, bt=bt, threshold=threshold: _planner_step(  # noqa: E731
-            st, qo, computed, bt, threshold, args.page_size)
-        stock = lambda seq_dev=seq_dev, qo_cpu=qo_cpu: _stock_like_step(  # noqa: E731
-            torch, seq_dev, qo_cpu, args.page_size)
-        plan = ours()
-        torch.cuda.synchronize()
-        n = bs
-        # what reached the device equals the pure planner's arrays and the reference
-        dev_ok = (st.dev["indptr"][: n + 1].cpu().numpy().tolist() == plan.paged_kv_indptr.tolist()
-                  and st.dev["last"][:n].cpu().numpy().tolist() == plan.last_page_len.tolist())
-        t_ours = _time(ours, args.iters, args.warmup, torch)
-        t_stock = _time(stock, args.iters, args.warmup, torch)
-        ok_ours, err_ours = _under_sync_error(torch, ours)
-        ok_stock, err_stock = _under_sync_error(torch, stock)
-        rows.append({"batch_size": bs, "num_tokens": int(qo[-1]), "num_pages": int(plan.paged_kv_indptr[n]),
-                     "split": list(map(int, plan.split)), "device_arrays_match_planner": bool(dev_ok),
-                     "host_planner_us": t_ours, "stock_like_us": t_stock,
-                     "host_planner_sync_free": ok_ours, "host_planner_sync_error": err_ours,
-                     "stock_like_sync_free": ok_stock, "stock_like_sync_error": err_stock})
-        print(f"bs={bs:4d} ours {t_ours['median_us']:8.1f} us  sync-free={ok_ours} | "
-              f"stock-like {t_stock['median_us']:8.1f} us  sync-free={ok_stock}", flush=True)
-    return {"mode": "planner-only", "detector_armed": (not armed_ok), "detector_message": armed_msg,
-            "rows": rows}
+    for mode in args.modes:
+        rng = np.random.default_rng(args.seed)
+        for bs in sizes:
+            qo, computed, bt, q_dec = make_batch(rng, bs, mode, args.spec_tokens, args.page_size, args.max_context)
+            threshold = q_dec if mode == "spec" else 1
+            bt_dev = torch.from_numpy(bt).to(dev)
+            seq_dev = torch.from_numpy(planning.host_seq_lens(computed, qo)).to(dev)
+            qo_cpu = torch.from_numpy(qo)
+            ours = lambda qo=qo, computed=computed, bt_dev=bt_dev, threshold=threshold: _planner_step(  # noqa: E731
+                st, qo, computed, bt_dev, threshold, args.page_size, gather)
+            stock = lambda seq_dev=seq_dev, qo_cpu=qo_cpu, bt_dev=bt_dev: _stock_like_step(  # noqa: E731
+                torch, seq_dev, qo_cpu, bt_dev, stock_idx, args.page_size, gather)
+            plan = ours()
+            indptr, last, split = plan.paged_kv_indptr.copy(), plan.last_page_len.copy(), plan.split
+            torch.cuda.synchronize()
+            n, total = bs, int(indptr[bs])
+            # what reached the device equals the host planner and the host gather reference
+            ref_idx = planning.paged_kv_indices(bt, indptr, np.zeros(total + 1, np.int32))
+            dev_ok = (st.dev["indptr"][: n + 1].cpu().numpy().tolist() == indptr.tolist()
+                      and st.dev["last"][:n].cpu().numpy().tolist() == last.tolist()
+                      and st.idx_dev[:total].cpu().numpy().tolist() == ref_idx.tolist())
+            t_ours = _time(ours, args.iters, args.warmup, torch)
+            t_stock = _time(stock, args.iters, args.warmup, torch)
+            torch.cuda.synchronize()
+            s_ours, m_ours = _syncs(ours)
+            torch.cuda.synchronize()
+            s_stock, m_stock = _syncs(stock)
+            torch.cuda.synchronize()
+            rows.append({"mode": mode, "batch_size": bs, "num_tokens": int(qo[-1]), "num_pages": total,
+                         "split": list(map(int, split)), "device_arrays_match_planner": bool(dev_ok),
+                         "host_planner_us": t_ours, "stock_like_us": t_stock,
+                         "host_planner_syncs": s_ours, "host_planner_sync_message": m_ours,
+                         "stock_like_syncs": s_stock, "stock_like_sync_message": m_stock})
+            print(f"{mode:6s} bs={bs:4d} ours {t_ours['median_us']:8.1f} us syncs={s_ours} | "
+                  f"stock-like {t_stock['median_us']:8.1f} us syncs={s_stock} | device ok={dev_ok}", flush=True)
+    return {"bench": "planner-only", "gather": gather_name, "sync_steps": SYNC_STEPS,
+            "detector_armed": armed, "detector_message": armed_msg, "rows": rows}
 
 
 # ----------------------------------------------------------------------------- full (vLLM)
-def _make_builders(torch, num_spec: int, page_size: int, max_seqs: int, max_len: int):
+def _make_builders(torch, num_spec: int, page_size: int, max_seqs: int, max_len: int,
+                   max_tokens: int, use_trtllm: bool | None, device: str = "cuda"):
     from vllm.config import (
         AttentionConfig,
         CacheConfig,
@@ -218,10 +284,10 @@ def _make_builders(torch, num_spec: int, page_size: int, max_seqs: int, max_len:
         sc = SpeculativeConfig(method="ngram", num_speculative_tokens=num_spec, prompt_lookup_max=3,
                                prompt_lookup_min=1, target_model_config=mc, target_parallel_config=ParallelConfig())
     vc = VllmConfig(model_config=mc, cache_config=CacheConfig(block_size=page_size), speculative_config=sc,
-                    scheduler_config=SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=16384,
+                    scheduler_config=SchedulerConfig(max_num_seqs=max_seqs, max_num_batched_tokens=max_tokens,
                                                      max_model_len=max_len, is_encoder_decoder=False),
-                    attention_config=AttentionConfig(backend="FLASHINFER_HOST"))
-    vc.cache_config.kv_cache_layout = "HND"
+                    attention_config=AttentionConfig(backend="FLASHINFER_HOST", use_trtllm_attention=use_trtllm))
+    vc.cache_config.kv_cache_layout = "HND"  # what the engine core resolves for FlashInfer
 
     class Layer(torch.nn.Module, AttentionLayerBase):
         def __init__(self, impl):
@@ -240,47 +306,93 @@ def _make_builders(torch, num_spec: int, page_size: int, max_seqs: int, max_len:
                               alibi_slopes=None, sliding_window=None, kv_cache_dtype="auto")
         for nm in names:
             vc.compilation_config.static_forward_context[nm] = Layer(impl)
-        dev = torch.device("cuda")
+        dev = torch.device(device)
         stock = FlashInferMetadataBuilder(spec, names, vc, dev)
         ours = FlashInferHostBackend.get_builder_cls()(spec, names, vc, dev)
     return vc, stock, ours
 
 
-def run_full(args, torch) -> dict:
-    from vllm.config import set_current_vllm_config
+def builder_facts(b) -> dict:
+    """What decides which paths build() takes (for reading the JSON)."""
+    kernel = b.flashinfer_trtllm_api_decode_kernel
+    return {"enable_cuda_graph": bool(b.enable_cuda_graph), "use_xqa": bool(b.use_xqa),
+            "use_trtllm_decode_attention": bool(b.use_trtllm_decode_attention),
+            "decode_kernel": None if kernel is None else kernel.value,
+            "reorder_batch_threshold": b.reorder_batch_threshold, "max_num_reqs": b.max_num_reqs}
+
+
+def make_cam(torch, dev, qo, computed, block_table):
+    """One CommonAttentionMetadata as GPUModelRunner fills it (seq_lens_cpu_upper_bound =
+    num_computed_tokens + num_scheduled_tokens), device tensors already on the GPU."""
     from vllm.v1.attention.backend import CommonAttentionMetadata
 
+    seq = planning.host_seq_lens(computed, qo)
+    qo_t = torch.from_numpy(qo.copy())
+    return CommonAttentionMetadata(
+        query_start_loc=qo_t.to(dev),
+        query_start_loc_cpu=qo_t.pin_memory() if torch.device(dev).type == "cuda" else qo_t.clone(),
+        seq_lens=torch.from_numpy(seq).to(dev), num_reqs=len(seq), num_actual_tokens=int(qo[-1]),
+        max_query_len=int((qo[1:] - qo[:-1]).max()), max_seq_len=int(seq.max()),
+        block_table_tensor=torch.from_numpy(block_table).to(dev),
+        slot_mapping=torch.zeros(int(qo[-1]), dtype=torch.int64, device=dev),
+        seq_lens_cpu_upper_bound=torch.from_numpy(seq.copy()))
+
+
+def run_full(args, torch) -> dict:
+    from vllm.config import set_current_vllm_config
+
     sizes = [int(x) for x in args.batch_sizes.split(",")]
-    num_spec = args.spec_tokens if args.mode == "spec" else 0
     max_len = args.max_context + 1024
-    vc, stock, ours = _make_builders(torch, num_spec, args.page_size, max(sizes), max_len)
     dev = torch.device("cuda")
-    rng = np.random.default_rng(args.seed)
+    # every batch first (host state), so the builders' token budget covers the largest one
+    batches = {}
+    for mode in args.modes:
+        rng = np.random.default_rng(args.seed)
+        for bs in sizes:
+            qo, computed, _, _ = make_batch(rng, bs, mode, args.spec_tokens, args.page_size, args.max_context)
+            width = -(-max_len // args.page_size)
+            bt = rng.permutation(bs * width).reshape(bs, width).astype(np.int32)
+            batches[mode, bs] = (qo, computed, bt)
+    max_tokens = max(16384, max(int(b[0][-1]) for b in batches.values()))
+    use_trtllm = False if args.no_trtllm else None
+    builders = {}  # num_speculative_tokens -> (vllm_config, stock, ours)
+    armed, armed_msg = _detector_armed(torch)
     rows = []
-    for bs in sizes:
-        qo, computed, _, _ = make_batch(rng, bs, args.mode, args.spec_tokens, args.page_size, args.max_context)
-        seq = planning.host_seq_lens(computed, qo)
-        width = -(-max_len // args.page_size)
-        bt = torch.from_numpy(rng.permutation(bs * width).reshape(bs, width).astype(np.int32)).to(dev)
-        qo_t = torch.from_numpy(qo)
-        cam = CommonAttentionMetadata(
-            query_start_loc=qo_t.to(dev), query_start_loc_cpu=qo_t.pin_memory(),
-            seq_lens=torch.from_numpy(seq).to(dev), num_reqs=bs, num_actual_tokens=int(qo[-1]),
-            max_query_len=int((qo[1:] - qo[:-1]).max()), max_seq_len=int(seq.max()), block_table_tensor=bt,
-            slot_mapping=torch.zeros(int(qo[-1]), dtype=torch.int64, device=dev),
-            seq_lens_cpu_upper_bound=torch.from_numpy(seq.copy()))
-        row = {"batch_size": bs, "num_tokens": int(qo[-1])}
-        with set_current_vllm_config(vc):
-            for name, b in (("stock", stock), ("host", ours)):
-                fn = lambda b=b, cam=cam: b.build(0, cam)  # noqa: E731
-                row[f"{name}_us"] = _time(fn, args.iters, args.warmup, torch)
-                ok, err = _under_sync_error(torch, fn)
-                row[f"{name}_sync_free"], row[f"{name}_sync_error"] = ok, err
-        row["host_fallbacks"] = dict(ours.fallback_counts)
-        rows.append(row)
-        print(f"bs={bs:4d} stock {row['stock_us']['median_us']:8.1f} us sync-free={row['stock_sync_free']} | "
-              f"host {row['host_us']['median_us']:8.1f} us sync-free={row['host_sync_free']}", flush=True)
-    return {"mode": "full", "rows": rows}
+    for mode in args.modes:
+        num_spec = args.spec_tokens if mode == "spec" else 0
+        if num_spec not in builders:
+            builders[num_spec] = _make_builders(torch, num_spec, args.page_size, max(sizes), max_len,
+                                                max_tokens, use_trtllm)
+        vc, stock, ours = builders[num_spec]
+        cams = {bs: make_cam(torch, dev, *batches[mode, bs]) for bs in sizes}  # built once, shared
+        torch.cuda.synchronize()
+        for bs in sizes:
+            cam = cams[bs]
+            row = {"mode": mode, "batch_size": bs, "num_tokens": cam.num_actual_tokens}
+            with set_current_vllm_config(vc):
+                decision = ours._decide(cam)
+                row["host_path"] = decision if isinstance(decision, str) else "host"
+                before = (ours.host_builds, dict(ours.fallback_counts))
+                md = {}
+                for name, b in (("stock", stock), ("host", ours)):
+                    fn = lambda b=b, cam=cam: b.build(0, cam)  # noqa: E731
+                    md[name] = fn()
+                    row[f"{name}_us"] = _time(fn, args.iters, args.warmup, torch)
+                    torch.cuda.synchronize()
+                    row[f"{name}_syncs"], row[f"{name}_sync_message"] = _syncs(fn)
+                    torch.cuda.synchronize()
+            split = lambda m: [m.num_decodes, m.num_prefills, m.num_decode_tokens, m.num_prefill_tokens]  # noqa: E731
+            row["split"] = split(md["host"])
+            row["same_split"] = split(md["host"]) == split(md["stock"])
+            row["host_builds"] = ours.host_builds - before[0]
+            row["host_fallbacks"] = {k: v - before[1].get(k, 0) for k, v in ours.fallback_counts.items()
+                                     if v != before[1].get(k, 0)}
+            rows.append(row)
+            print(f"{mode:6s} bs={bs:4d} stock {row['stock_us']['median_us']:8.1f} us syncs={row['stock_syncs']} | "
+                  f"host {row['host_us']['median_us']:8.1f} us syncs={row['host_syncs']} ({row['host_path']})",
+                  flush=True)
+    return {"bench": "full", "sync_steps": SYNC_STEPS, "detector_armed": armed, "detector_message": armed_msg,
+            "builders": {str(k): builder_facts(v[2]) for k, v in builders.items()}, "rows": rows}
 
 
 def main(args) -> int:
@@ -303,9 +415,14 @@ def main(args) -> int:
         "args": vars(args), "torch": torch.__version__, "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(), "python": platform.python_version(), "numpy": np.__version__,
     })
+    if not args.planner_only:
+        import vllm
+        result["vllm"] = vllm.__version__
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
-    rows = result["rows"]
-    key = "host_planner_sync_free" if args.planner_only else "host_sync_free"
-    return 0 if all(r[key] for r in rows) else 1
+    key = "host_planner_syncs" if args.planner_only else "host_syncs"
+    ok = result["detector_armed"] and all(r[key] == 0 for r in result["rows"])
+    if args.planner_only:
+        ok = ok and all(r["device_arrays_match_planner"] for r in result["rows"])
+    return 0 if ok else 1

@@ -59,6 +59,45 @@ FALLBACK_REASONS = {
     "decode_tokens_gt_reqs": "native decode with more decode tokens than requests",
 }
 
+# Every private vLLM name this module uses (``self._x`` inherited from the stock builder, or
+# ``from vllm... import _x``) -> why it is not derived from public config/metadata instead.
+# tests/test_flashinfer_host_privates.py scans this file's AST: a new one that is not listed
+# here fails, and so does a listed one that the installed vLLM no longer defines.
+# Derived from public config instead (stock's expressions, compared with stock's values in
+# the tests): _num_speculative_tokens (vllm_config.num_speculative_tokens),
+# _decode_cudagraph_max_bs (speculative/scheduler/compilation config) and
+# _compute_decode_query_lens (planning.decode_query_lens on query_start_loc_cpu).
+VLLM_PRIVATES = {
+    "_get_prefill_wrapper": "owns the lazily created FlashInfer prefill wrapper and its workspace "
+                            "buffer, shared with stock build() (which this builder falls back to)",
+    "_get_decode_wrapper": "owns the decode wrappers, incl. one CUDA-graph wrapper per batch size "
+                           "built over the builder's persistent indptr/indices buffers; a second "
+                           "cache of ours would double workspace and graph state",
+    "_get_decode_mask": "XQA draft-mask cache with stable addresses for CUDA graphs, built by "
+                        "vLLM's private _make_xqa_draft_block_mask",
+    "_copy_page_indices_kernel": "vLLM's Triton kernel that gathers block-table rows into page "
+                                 "indices on the device, exactly as stock build() does",
+}
+# Public-but-internal stock builder state this module relies on (checked the same way).
+# Buffers it writes: shared with stock's CUDA-graph decode wrappers, which plan from them.
+VLLM_BUILDER_BUFFERS = {
+    "paged_kv_indptr": "CpuGpuBuffer; .gpu is the device indptr the page-index kernel reads "
+                       "and the CUDA-graph decode wrappers' indptr buffer",
+    "paged_kv_indices": "device page indices; CUDA-graph decode wrappers plan over this very "
+                        "buffer (fast_plan_decode does not copy indices in graph mode)",
+}
+# Resolved settings read from the stock builder (set by its __init__ from the config, the KV
+# spec and the platform; re-deriving them would copy vLLM's selection logic).
+VLLM_BUILDER_STATE = frozenset({
+    "attention_config", "cache_dtype", "compilation_config", "dcp_world_size",
+    "decode_fixed_split_size", "disable_split_kv", "enable_cuda_graph",
+    "flashinfer_trtllm_api_decode_kernel", "global_hyperparameters", "has_sinks", "head_dim",
+    "is_kvcache_nvfp4", "kv_cache_dtype", "kv_cache_layout", "logits_soft_cap", "max_num_reqs",
+    "model_config", "num_kv_heads", "num_qo_heads", "page_size", "prefill_fixed_split_size",
+    "q_data_type_decode", "q_data_type_prefill", "reorder_batch_threshold", "sm_scale", "use_dcp",
+    "use_trtllm_decode_attention", "use_trtllm_gen_varlen_decode", "use_xqa", "window_left",
+})
+
 RING_SLOTS = 4
 _ARRAYS = ("indptr", "last_page_len", "qo_indptr_prefill", "kv_lens_prefill", "kv_lens_decode")
 
@@ -89,6 +128,13 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         self._seq_scratch = np.zeros(n, dtype=np.int32)
         self._pages_scratch = np.zeros(n, dtype=np.int32)
         spec = vllm_config.speculative_config
+        # Public config for what stock keeps in private attributes (same expressions as
+        # stock's __init__; tests compare both with stock's values and plan() arguments).
+        self._num_spec = vllm_config.num_speculative_tokens  # stock: _num_speculative_tokens
+        self._decode_cg_max_bs = planning.decode_cudagraph_max_bs(  # stock: _decode_cudagraph_max_bs
+            spec.num_speculative_tokens if spec is not None else 0, self.max_num_reqs,
+            self.compilation_config.max_cudagraph_capture_size,
+        )
         self._padded_drafter = spec is not None and not spec.disable_padded_drafter_batch
         self._async = bool(getattr(vllm_config.scheduler_config, "async_scheduling", False))
         self._v2_runner = bool(getattr(vllm_config, "use_v2_model_runner", False))
@@ -149,14 +195,14 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
             return "trtllm_prefill"
         qlens = None
         if decode_trtllm:
-            qlens = self._compute_decode_query_lens(cam.query_start_loc, cam.query_start_loc_cpu, nd, ndt)
-            if qlens[2] is not None:
+            qlens = planning.decode_query_lens(qo, nd, ndt, xqa=self.use_xqa)
+            if qlens.ragged_q_lens is not None:
                 return "xqa_ragged"
         elif nd and ndt > cam.num_reqs:
             return "decode_tokens_gt_reqs"
         if cam.seq_lens_cpu_upper_bound is None:
             return "no_upper_bound"
-        if self._num_speculative_tokens > 0:
+        if self._num_spec > 0:
             if self._v2_runner:
                 return "v2_runner_spec"
             if self._async:
@@ -185,7 +231,7 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         n = cam.num_reqs
         qo = cam.query_start_loc_cpu.numpy()
         seq = cam.seq_lens_cpu_upper_bound.numpy()[:n]
-        if self._draft_index and self._num_speculative_tokens > 0:
+        if self._draft_index and self._num_spec > 0:
             seq = planning.draft_step_seq_lens(seq, self._max_model_len, out=self._seq_scratch[:n])
         slot = self._next_slot()
         plan = planning.plan_batch(
@@ -228,7 +274,7 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         if nd and decode_trtllm:
             md.decode = self._trtllm_api_decode(cam, nd, qlens)
         elif nd:
-            use_cg = self.enable_cuda_graph and npf == 0 and ndt <= self._decode_cudagraph_max_bs
+            use_cg = self.enable_cuda_graph and npf == 0 and ndt <= self._decode_cg_max_bs
             wrapper = self._get_decode_wrapper(ndt, use_cg)
             fast_plan_decode(
                 wrapper, indptr_cpu=t["indptr"][: ndt + 1], indices=indices,
@@ -256,7 +302,8 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
 
     def _trtllm_api_decode(self, cam, nd: int, qlens) -> FlashInferTrtllmAPIDecode:
         """Stock's XQA / trtllm-gen decode branch (device tensors + host query lengths)."""
-        q_len_per_req, q_cu, _ = qlens
+        q_len_per_req = qlens.q_len_per_req
+        q_cu = cam.query_start_loc[: nd + 1] if qlens.device_offsets else None
         mask = None
         if self.use_xqa:
             mask = self._get_decode_mask(q_len_per_req, None, nd, True)

@@ -121,6 +121,49 @@ def split_decodes_and_prefills(
     return Split(first, num_reqs - first, num_decode_tokens, num_actual_tokens - num_decode_tokens)
 
 
+class DecodeQueryLens(NamedTuple):
+    """What the XQA / trtllm-gen decode kernels take about the decode rows' query lengths."""
+
+    q_len_per_req: int
+    device_offsets: bool  # ragged: the kernel reads the device ``query_start_loc[: nd + 1]``
+    ragged_q_lens: list[int] | None  # XQA only: per-row lengths for its ragged draft mask
+
+
+def decode_query_lens(qo_indptr: np.ndarray, num_decodes: int, num_decode_tokens: int,
+                      xqa: bool) -> DecodeQueryLens:
+    """numpy twin of vLLM 0.32's ``FlashInferMetadataBuilder._compute_decode_query_lens``,
+    from ``query_start_loc_cpu`` alone (tests compare the two on the same inputs).
+
+    Uniform decode rows give their common length; zero-length rows are CUDA-graph padding.
+    """
+    if num_decodes == 0 or num_decode_tokens == 0:
+        return DecodeQueryLens(1, False, None)
+    ql = query_lens(qo_indptr[: num_decodes + 1])
+    if not xqa:
+        q = num_decode_tokens // num_decodes
+        if num_decode_tokens % num_decodes == 0 and bool((ql == q).all()):
+            return DecodeQueryLens(q, False, None)
+        q_max = int(ql.max())
+        return DecodeQueryLens(q_max, True, None) if q_max > 1 else DecodeQueryLens(1, False, None)
+    nonzero = ql[ql > 0]
+    q = int(nonzero.max()) if nonzero.size else 1
+    uniform = nonzero.size <= 1 or bool((nonzero == nonzero[0]).all())
+    if uniform and num_decode_tokens == num_decodes * q:
+        return DecodeQueryLens(q, False, None)
+    if q <= 1:
+        return DecodeQueryLens(1, False, None)
+    return DecodeQueryLens(q, True, [int(x) for x in ql])
+
+
+def decode_cudagraph_max_bs(num_speculative_tokens: int, max_num_seqs: int,
+                            max_cudagraph_capture_size: int | None) -> int:
+    """Largest native-decode token count that stock vLLM 0.32 plans with a CUDA-graph decode
+    wrapper: ``(1 + num_speculative_tokens) * max_num_seqs``, capped by the compilation
+    config's ``max_cudagraph_capture_size`` (as stock's ``__init__`` computes it)."""
+    bound = (1 + num_speculative_tokens) * max_num_seqs
+    return bound if max_cudagraph_capture_size is None else min(bound, max_cudagraph_capture_size)
+
+
 def num_pages(seq_lens: np.ndarray, page_size: int, out: np.ndarray | None = None) -> np.ndarray:
     """``ceil(seq_len / page_size)`` per request (0 for an empty sequence)."""
     out = np.add(seq_lens, page_size - 1, out=out)
@@ -159,7 +202,7 @@ def paged_kv_indices(block_table: np.ndarray, indptr: np.ndarray, out: np.ndarra
 
     The builder does this gather on the device (the block table lives there; vLLM's own
     Triton kernel reads the device indptr we copied host-to-device). This host version is
-    the reference and what ``bench-builder --planner-only`` copies to the device.
+    the reference ``bench-builder --planner-only`` checks the device gather against.
     """
     counts = indptr[1:] - indptr[:-1]
     total = int(indptr[-1] - indptr[0])
