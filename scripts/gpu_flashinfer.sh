@@ -1,0 +1,31 @@
+#!/bin/bash
+# Device-side driver for FLASHINFER_HOST on the H100 (issue 12; reports/flashinfer/README.md
+# gives the calls). Runs from the repo root after the bundle (built with --flashinfer) and this
+# project are installed in /tmp/site (scripts/gpu_bench_kernels.sh install).
+#   builder        : vit-parity bench-builder, full mode (stock vs ours build(), same process)
+#   parity MODES   : vit-parity check-flashinfer-host --phases parity (MODES: no_spec,spec_ngram)
+#   decode         : vit-parity check-flashinfer-host --phases decode (256 in / 128 out, bs 1..256)
+# FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
+# builder step uses the engine model's attention shape, so it also warms the cache for the rest.
+set -o pipefail
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
+  VLLM_USE_FLASHINFER_SAMPLER=0
+C="python3 -m vit_backend_plugin.cli"
+E=/tmp/fi_engine
+case "$1" in
+  builder)
+    timeout ${LIMIT:-560} $C bench-builder --modes decode,mixed,spec --batch-sizes 1,2,4,8,16,32,64,128,256 \
+      --iters 200 --warmup 20 --out $OUT/h100_builder.json 2>&1 | grep -v Warn | tail -45
+    ;;
+  parity)
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases parity --parity-modes "${2:-no_spec,spec_ngram}" \
+      2>&1 | tail -80
+    cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
+    ;;
+  decode)
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases decode ${2:+--decode-batch-sizes $2} \
+      2>&1 | tail -60
+    cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
+    ;;
+  *) echo "usage: $0 builder|parity [MODES]|decode [SIZES]"; exit 2 ;;
+esac

@@ -1,0 +1,39 @@
+"""The pieces of ``check-flashinfer-host`` that run without a GPU (the engine runs are H100-only:
+reports/flashinfer/README.md). vLLM's own config parser reads the generated model folder."""
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from vit_backend_plugin.flashinfer_host import engine_check  # noqa: E402
+
+
+def test_model_dir_is_a_qwen2_decoder_vllm_accepts(tmp_path):
+    from vllm.config import ModelConfig
+
+    d = engine_check.make_model_dir(tmp_path)
+    assert (d / "tokenizer.json").is_file()  # the demo tokenizer, copied
+    mc = ModelConfig(model=str(d), dtype="bfloat16", max_model_len=2048)
+    # Qwen2.5-0.5B's attention shape: head size 64, 14 query and 2 KV heads, 24 layers
+    assert mc.get_head_size() == 64 and mc.get_total_num_kv_heads() == 2
+    assert mc.get_total_num_hidden_layers() == 24 and mc.architecture == "Qwen2ForCausalLM"
+    assert engine_check.make_model_dir(tmp_path) == d  # made once
+
+
+def test_parity_prompts_repeat_a_motif_and_are_seeded():
+    a, b = engine_check.parity_prompts(seed=7), engine_check.parity_prompts(seed=7)
+    assert a == b and a != engine_check.parity_prompts(seed=8)
+    lens = [len(p) for p in a]
+    assert min(lens) >= 8 and max(lens) > 512  # longer than the 512-token budget: chunked prefills
+    # n-gram lookup needs repeats: most 3-grams of a prompt occur more than once
+    p = a[0]
+    grams = [tuple(p[i:i + 3]) for i in range(len(p) - 2)]
+    assert len(set(grams)) < 0.8 * len(grams)
+
+
+def test_compare_parity_names_the_differing_prompts():
+    res = {"FLASHINFER": {"tokens": [[1, 2], [3, 4], [5]]},
+           "FLASHINFER_HOST": {"tokens": [[1, 2], [3, 9], [5]]}}
+    cmp = engine_check.compare_parity(res)
+    assert cmp["FLASHINFER"]["identical"] is True
+    assert cmp["FLASHINFER_HOST"] == {"identical": False, "differing_prompts": [1], "tokens": 5}

@@ -1,0 +1,396 @@
+"""``vit-parity check-flashinfer-host``: FLASHINFER vs FLASHINFER_HOST inside a real vLLM engine.
+
+Each (backend, phase) runs ``vllm.LLM`` in its own child process, on a decoder with dummy
+weights (a Qwen2.5-0.5B-shaped ``config.json`` plus the demo tokenizer, ``load_format="dummy"``,
+weights re-drawn from a seeded N(0, 0.02) so greedy text is not degenerate):
+
+* ``parity``: greedy generation over prompts of mixed lengths with a small token budget, so
+  steps mix chunked prefills and decodes; once without and once with n-gram speculative
+  decoding. The engine core runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so every
+  ``build()`` of the FlashInfer metadata builder in use is wrapped by a counter of the host
+  synchronisations torch sees (:mod:`.sync_count`). The parent compares token ids and counts.
+* ``decode``: seed 003's shape, 256 input tokens and 128 output tokens at batch sizes 1..256:
+  wall time of ``max_tokens=128`` and ``max_tokens=1`` generations give TPOT and output tokens/s.
+  No counter is installed in this phase (it costs host time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from pathlib import Path
+
+BACKENDS = ("FLASHINFER", "FLASHINFER_HOST")
+# Qwen2.5-0.5B's text shape (head size 64, GQA 14/2, 24 layers).
+DECODER_CONFIG = {
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
+    "intermediate_size": 4864, "num_attention_heads": 14, "num_key_value_heads": 2,
+    "num_hidden_layers": 24, "vocab_size": 151936, "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16", "hidden_act": "silu", "sliding_window": None,
+    "use_sliding_window": False, "bos_token_id": 0, "eos_token_id": 1,
+}
+SPEC_CONFIG = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder for the per-child JSON and summary.json")
+    parser.add_argument("--phases", default="parity,decode", help="comma-separated: parity, decode")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--parity-modes", default="no_spec,spec_ngram",
+                        help="comma-separated: no_spec, spec_ngram (n-gram speculative decoding)")
+    parser.add_argument("--decode-batch-sizes", default="1,2,4,8,16,32,64,128,256")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per decode batch size")
+    parser.add_argument("--cudagraphs", action="store_true",
+                        help="decode phase with vLLM's default CUDA graphs (default: enforce_eager)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per child")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+
+
+# ----------------------------------------------------------------------------- model
+def make_model_dir(root: Path) -> Path:
+    """A weightless Qwen2.5-0.5B-shaped model folder with the demo tokenizer."""
+    from vit_backend_plugin.harness.demo_assets import ensure_demo_assets
+
+    d = root / "decoder_qwen2_5_0_5b_shape"
+    if (d / "config.json").is_file():
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    demo = ensure_demo_assets().model_dir
+    for name in TOKENIZER_FILES:
+        if (demo / name).is_file():
+            shutil.copy(demo / name, d / name)
+    (d / "config.json").write_text(json.dumps(DECODER_CONFIG, indent=1))
+    return d
+
+
+def redraw_weights(model) -> int:
+    """Seeded N(0, 0.02) weights (norm weights 1) so both processes hold the same, non-flat model."""
+    import torch
+
+    n = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not torch.is_floating_point(p):
+                continue
+            if "norm" in name:
+                p.fill_(1.0)
+            else:
+                g = torch.Generator(device=p.device).manual_seed(zlib.crc32(name.encode()))
+                p.copy_(torch.randn(p.shape, generator=g, device=p.device, dtype=torch.float32) * 0.02)
+            n += 1
+    return n
+
+
+def parity_prompts(seed: int, n: int = 48, vocab: int = 4000) -> list[list[int]]:
+    """Token prompts of 8..700 tokens; each repeats a motif so n-gram lookup proposes drafts."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for i in range(n):
+        length = int(rng.integers(8, 700))
+        motif = rng.integers(10, vocab, int(rng.integers(4, 24))).tolist()
+        body = (motif * (length // len(motif) + 1))[:length]
+        noise = rng.integers(0, length, length // 10)
+        for j in noise:
+            body[int(j)] = int(rng.integers(10, vocab))
+        prompts.append(body)
+    return prompts
+
+
+# ----------------------------------------------------------------------------- the counter
+class BuildCounter:
+    """Wraps ``build()`` of the builder classes in use; counts host syncs per outermost build."""
+
+    def __init__(self):
+        self.builds = 0
+        self.syncs = 0
+        self.builds_with_sync = 0
+        self.first_message: str | None = None
+        self.mixed_builds = 0  # steps with both decode rows and longer (prefill) rows
+        self.spec_builds = 0  # steps whose decode rows carry drafts
+        self.max_reqs = 0
+        self._depth = threading.local()
+
+    def wrap(self, cls) -> None:
+        from vit_backend_plugin.flashinfer_host.sync_count import count_syncs
+
+        original = cls.build
+        counter = self
+
+        def build(self_b, common_prefix_len, cam, *args, **kwargs):
+            depth = getattr(counter._depth, "v", 0)
+            if depth:  # our builder's fallback calls stock build(): count once
+                return original(self_b, common_prefix_len, cam, *args, **kwargs)
+            counter._depth.v = 1
+            try:
+                md, n, msg = count_syncs(lambda: original(self_b, common_prefix_len, cam, *args, **kwargs))
+            finally:
+                counter._depth.v = 0
+            counter.record(cam, n, msg, getattr(self_b, "reorder_batch_threshold", 1) or 1)
+            return md
+
+        cls.build = build
+
+    def record(self, cam, n: int, msg: str | None, threshold: int) -> None:
+        q = cam.query_start_loc_cpu[: cam.num_reqs + 1]
+        lens = (q[1:] - q[:-1]).tolist()
+        self.builds += 1
+        self.syncs += n
+        self.builds_with_sync += bool(n)
+        self.first_message = self.first_message or msg
+        self.max_reqs = max(self.max_reqs, cam.num_reqs)
+        short = [x for x in lens if x <= threshold]
+        self.mixed_builds += bool(short) and len(short) < len(lens)
+        self.spec_builds += any(1 < x <= threshold for x in lens)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+# ----------------------------------------------------------------------------- children
+def _llm(model_dir: Path, backend: str, **kw):
+    from vllm import LLM
+
+    return LLM(model=str(model_dir), load_format="dummy", attention_backend=backend, seed=0,
+               dtype="bfloat16", enable_prefix_caching=False, **kw)
+
+
+def child_parity(model_dir: Path, backend: str, spec: bool, vllm_check: bool) -> dict:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
+
+    counter = BuildCounter()
+    if not vllm_check:  # vLLM's own checker owns the sync-debug mode and warning hook then
+        counter.wrap(FlashInferMetadataBuilder)
+        if backend == "FLASHINFER_HOST":
+            from vit_backend_plugin.flashinfer_host.builder import FlashInferHostMetadataBuilder
+
+            counter.wrap(FlashInferHostMetadataBuilder)
+    kw = {"speculative_config": dict(SPEC_CONFIG)} if spec else {}
+    llm = _llm(model_dir, backend, enforce_eager=True, max_model_len=2048, max_num_seqs=32,
+               max_num_batched_tokens=512, gpu_memory_utilization=0.5, **kw)
+    redrawn = llm.apply_model(redraw_weights)[0]
+    prompts = [TokensPrompt(prompt_token_ids=p) for p in parity_prompts(seed=7)]
+    params = SamplingParams(temperature=0.0, max_tokens=96, ignore_eos=True, detokenize=False)
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    wall = time.perf_counter() - t0
+    builder = _builder_stats(llm)
+    return {"backend": backend, "spec": spec, "vllm_gpu_sync_check": os.environ.get("VLLM_GPU_SYNC_CHECK"),
+            "redrawn_params": redrawn, "wall_s": wall,
+            "tokens": [list(o.outputs[0].token_ids) for o in outs],
+            "counter": counter.as_dict(), "builder": builder,
+            "attention_backend_in_engine": _engine_backend_name(llm)}
+
+
+def attention_backend_names(model) -> list[str]:
+    """Names of the attention backends the model's layers run (applied inside the engine)."""
+    found = set()
+    for m in model.modules():
+        get = getattr(m, "get_attn_backend", None)
+        if callable(get):
+            try:
+                found.add(get().get_name())
+            except Exception:  # noqa: BLE001 - a description only
+                pass
+    return sorted(found)
+
+
+def _engine_backend_name(llm) -> list[str]:
+    return llm.apply_model(attention_backend_names)[0]
+
+
+def _builder_stats(llm) -> dict:
+    """host_builds / fallback_counts of FLASHINFER_HOST builders in the engine (empty for stock)."""
+    import gc
+
+    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
+
+    out = {"host_builds": 0, "fallback_counts": {}, "builders": 0}
+    for obj in gc.get_objects():
+        if isinstance(obj, FlashInferMetadataBuilder):
+            out["builders"] += 1
+            out["host_builds"] += getattr(obj, "host_builds", 0)
+            for k, v in getattr(obj, "fallback_counts", {}).items():
+                out["fallback_counts"][k] = out["fallback_counts"].get(k, 0) + v
+    return out
+
+
+def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, cudagraphs: bool) -> dict:
+    import numpy as np
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llm = _llm(model_dir, backend, enforce_eager=not cudagraphs, max_model_len=1024,
+               max_num_seqs=max(sizes), gpu_memory_utilization=0.6)
+    llm.apply_model(redraw_weights)
+    rng = np.random.default_rng(11)
+
+    def prompts(bs):
+        return [TokensPrompt(prompt_token_ids=rng.integers(10, 4000, 256).tolist()) for _ in range(bs)]
+
+    def timed(bs, max_tokens):
+        p = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
+        batch = prompts(bs)
+        t0 = time.perf_counter()
+        outs = llm.generate(batch, p, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        assert all(len(o.outputs[0].token_ids) == max_tokens for o in outs)
+        return wall
+
+    rows = []
+    timed(max(sizes), 8)  # warm-up at the largest batch
+    for bs in sizes:
+        timed(bs, 4)
+        full = [timed(bs, 128) for _ in range(repeats)]
+        first = [timed(bs, 1) for _ in range(repeats)]
+        t128, t1 = statistics.median(full), statistics.median(first)
+        rows.append({"batch_size": bs, "t128_s": full, "t1_s": first,
+                     "tpot_ms": (t128 - t1) / 127 * 1000.0, "output_tokens_per_s": bs * 128 / t128})
+        print(f"{backend} bs={bs:4d} TPOT {rows[-1]['tpot_ms']:.3f} ms  "
+              f"{rows[-1]['output_tokens_per_s']:.0f} tok/s", flush=True)
+    return {"backend": backend, "cudagraphs": cudagraphs, "rows": rows,
+            "attention_backend_in_engine": _engine_backend_name(llm)}
+
+
+def child_name(spec: dict) -> str:
+    return (f"{spec['phase']}_{spec['backend']}{'_spec' if spec.get('spec') else ''}"
+            f"{'_vllmcheck' if spec.get('vllm_check') else ''}")
+
+
+def run_child(spec: dict) -> dict:
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process
+    if spec.get("vllm_check"):
+        # vLLM's own detector: torch's sync-debug "warn" plus checks of pageable
+        # non_blocking copies, raising on any sync in execute_model outside gpu_sync_allowed().
+        os.environ["VLLM_GPU_SYNC_CHECK"] = "error"
+    model_dir = Path(spec["model_dir"])
+    if spec["phase"] == "decode":
+        return child_decode(model_dir, spec["backend"], spec["sizes"], spec["repeats"], spec["cudagraphs"])
+    return child_parity(model_dir, spec["backend"], spec["spec"], bool(spec.get("vllm_check")))
+
+
+# ----------------------------------------------------------------------------- parent
+def compare_parity(results: dict[str, dict]) -> dict:
+    """Token-for-token comparison of each backend with the first one (stock)."""
+    base_name = next(iter(results))
+    base = results[base_name]["tokens"]
+    out = {}
+    for name, r in results.items():
+        diff = [i for i, (a, b) in enumerate(zip(base, r["tokens"], strict=True)) if a != b]
+        out[name] = {"identical": not diff, "differing_prompts": diff,
+                     "tokens": sum(len(t) for t in r["tokens"])}
+    return out
+
+
+def _spawn(spec: dict, out: Path, timeout: float) -> dict | None:
+    path = out / f"{child_name(spec)}.json"
+    log = path.with_suffix(".log")
+    cmd = [sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check", "--out", str(out),
+           "--child", json.dumps(spec)]
+    print(f"[check-flashinfer-host] {path.stem} ...", flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            rc = "timeout"
+    dt = time.perf_counter() - t0
+    if rc != 0 or not path.is_file():
+        tail = log.read_text(errors="replace")[-2500:]
+        print(f"[check-flashinfer-host] {path.stem} FAILED (rc={rc}, {dt:.0f} s)\n{tail}", flush=True)
+        return None
+    print(f"[check-flashinfer-host] {path.stem} done in {dt:.0f} s", flush=True)
+    return json.loads(path.read_text())
+
+
+def main(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        spec = json.loads(args.child)
+        res = run_child(spec)
+        name = f"{child_name(spec)}.json"
+        tmp = out / (name + ".tmp")
+        tmp.write_text(json.dumps(res))
+        os.replace(tmp, out / name)
+        return 0
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    phases = [p.strip() for p in args.phases.split(",")]
+    model_dir = make_model_dir(out)
+    prev = out / "summary.json"  # phases run by separate invocations accumulate in one summary
+    summary: dict = json.loads(prev.read_text()) if prev.is_file() else {}
+    summary.update({"model": DECODER_CONFIG, "spec_config": SPEC_CONFIG, "backends": backends})
+    ok = True
+    if "parity" in phases:
+        modes = [m.strip() for m in args.parity_modes.split(",")]
+        for spec in [m == "spec_ngram" for m in modes]:
+            res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "model_dir": str(model_dir)},
+                             out, args.timeout) for b in backends}
+            key = "spec_ngram" if spec else "no_spec"
+            done = {b: r for b, r in res.items() if r is not None}
+            entry = {"ran": sorted(done), "counters": {b: r["counter"] for b, r in done.items()},
+                     "builder": {b: r["builder"] for b, r in done.items()},
+                     "in_engine": {b: r["attention_backend_in_engine"] for b, r in done.items()}}
+            if len(done) == len(backends):
+                entry["parity"] = compare_parity(done)
+                ok &= all(v["identical"] for v in entry["parity"].values())
+            else:
+                ok = False
+            host = entry["counters"].get("FLASHINFER_HOST")
+            ok &= host is not None and host["syncs"] == 0 and host["builds"] > 0
+            if "FLASHINFER_HOST" in backends:
+                # The same engine run once more under vLLM's own sync checker, in error mode.
+                chk = _spawn({"phase": "parity", "backend": "FLASHINFER_HOST", "spec": spec, "vllm_check": True,
+                              "model_dir": str(model_dir)}, out, args.timeout)
+                entry["vllm_gpu_sync_check_error_mode"] = {
+                    "completed": chk is not None,
+                    "tokens_identical_to_counted_run": chk is not None and "FLASHINFER_HOST" in done
+                    and chk["tokens"] == done["FLASHINFER_HOST"]["tokens"]}
+                ok &= entry["vllm_gpu_sync_check_error_mode"]["tokens_identical_to_counted_run"]
+                print(f"{key:10s} FLASHINFER_HOST under VLLM_GPU_SYNC_CHECK=error: "
+                      f"{entry['vllm_gpu_sync_check_error_mode']}", flush=True)
+            summary[key] = entry
+            for b, c in entry["counters"].items():
+                print(f"{key:10s} {b:16s} builds {c['builds']:5d} (mixed {c['mixed_builds']}, "
+                      f"spec {c['spec_builds']})  host syncs {c['syncs']:5d} in {c['builds_with_sync']} builds"
+                      + (f"  identical={entry['parity'][b]['identical']}" if "parity" in entry else ""),
+                      flush=True)
+    if "decode" in phases:
+        sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
+        dec = {b: _spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
+                          "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args.timeout)
+               for b in backends}
+        summary["decode"] = {b: r for b, r in dec.items() if r is not None}
+        if all(dec.values()) and len(backends) == 2:
+            a, b = (dec[x]["rows"] for x in backends)
+            summary["decode_ratio_host_over_stock"] = [
+                {"batch_size": ra["batch_size"], "tpot_stock_over_host": ra["tpot_ms"] / rb["tpot_ms"],
+                 "tok_s_host_over_stock": rb["output_tokens_per_s"] / ra["output_tokens_per_s"]}
+                for ra, rb in zip(a, b, strict=True)]
+            for r in summary["decode_ratio_host_over_stock"]:
+                print(f"decode bs={r['batch_size']:4d} tok/s host/stock {r['tok_s_host_over_stock']:.3f}  "
+                      f"TPOT stock/host {r['tpot_stock_over_host']:.3f}", flush=True)
+    summary["ok"] = bool(ok) and summary.get("ok", True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    sys.exit(main(p.parse_args()))
