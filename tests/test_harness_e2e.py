@@ -163,6 +163,7 @@ def test_demo_end_to_end(demo_run):
         # vLLM's encoder timer synchronises a CUDA device: off on the CPU platform, recorded
         assert tp["engine_settings"]["encoder_timer"] is False
         assert all(r["encoder_images_per_s"] is None for r in tp["repeats"])
+        assert tp["metrics"]["encoder_images_per_s"] is None
 
         res = json.loads(results_file(run_dir, backend).read_text())
         assert 0.0 <= res["results"]["mmmu_val"]["acc,none"] <= 1.0

@@ -165,6 +165,33 @@ def test_unmeasured_usable_candidate_blocks_the_measured_choice():
     assert (res.chosen, res.how) == ("TORCH_SDPA", "measured")
 
 
+def test_engine_runs_overrule_the_kernel_table():
+    # Issue 11, H100: VIT_AUTO won the kernel rows of d72 (729-token images) but ran at 0.79x
+    # FLASH_ATTN through vLLM's engine at 896 px: the engine run keeps stock's choice.
+    feats = {"vllm_flash_attn", "triton", "vit_triton_kernel"}
+    measured = {"FLASH_ATTN": Measurement(246), "VIT_AUTO": Measurement(275), "VIT_TRITON": Measurement(259),
+                "TORCH_SDPA": Measurement(49)}
+    assert resolve(req(72, feats=feats, measured=measured)).chosen == "VIT_AUTO"
+    slower = {"siglip_896": {"FLASH_ATTN": 69.2, "VIT_AUTO": 54.6}}
+    res = resolve(req(72, feats=feats, measured=measured, engine_measured=slower))
+    assert (res.chosen, res.how) == ("FLASH_ATTN", "static")
+    assert "VIT_AUTO not taken: 0.79x FLASH_ATTN in engine run siglip_896" in res.why
+    # faster in one run, slower in another: still vetoed (every run must show it)
+    mixed = {"a": {"FLASH_ATTN": 53.7, "VIT_AUTO": 54.3}, "b": {"FLASH_ATTN": 52.1, "VIT_AUTO": 49.9}}
+    assert resolve(req(80, feats=feats, measured=measured, engine_measured=mixed)).chosen == "FLASH_ATTN"
+    # the kernel-table choice not measured in a run that measured stock: not shown, vetoed
+    res = resolve(req(72, feats=feats, measured=measured,
+                      engine_measured={"r": {"FLASH_ATTN": 60.0, "TRITON_ATTN": 16.0}}))
+    assert res.chosen == "FLASH_ATTN" and "not measured in engine run r" in res.why
+    # at least as fast in every run: the measured choice stands, and the log line says so
+    faster = {"a": {"FLASH_ATTN": 62.6, "VIT_AUTO": 77.1}, "b": {"FLASH_ATTN": 50.0, "VIT_AUTO": 50.0}}
+    res = resolve(req(72, feats=feats, measured=measured, engine_measured=faster))
+    assert (res.chosen, res.how) == ("VIT_AUTO", "measured") and ">= 1.00x FLASH_ATTN in 2" in res.why
+    # runs that did not measure stock's choice say nothing about replacing it
+    res = resolve(req(72, feats=feats, measured=measured, engine_measured={"x": {"VIT_TRITON": 1.0}}))
+    assert res.chosen == "VIT_AUTO"
+
+
 def test_measured_without_usable_entry_falls_back_to_static():
     res = resolve(req(80, feats={"triton"}, measured={"TORCH_SDPA_CUDNN": Measurement(420)}))
     assert (res.chosen, res.how) == ("TORCH_SDPA", "static")

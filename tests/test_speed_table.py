@@ -69,3 +69,32 @@ def test_seq_len_prefers_the_most_specific_row():
     ])
     assert st.lookup((9, 0), "bfloat16", 80, seq_len=1024, tables=[t])[0]["B"].tflops == pytest.approx(300)
     assert st.lookup((9, 0), "bfloat16", 80, seq_len=2000, tables=[t])[0]["A"].tflops == pytest.approx(300)
+
+
+def test_engine_runs_are_looked_up_per_head_size_and_first_table_wins():
+    run = {"device": "H100", "capability": (9, 0), "dtype": "bfloat16"}
+    user = st.SpeedTable(engine=[st.EngineEntry(run="u", head_size=72, encoder_images_per_s={"FLASH_ATTN": 1.0}, **run)])
+    shipped = st.SpeedTable(engine=[
+        st.EngineEntry(run="s72", head_size=72, encoder_images_per_s={"FLASH_ATTN": 2.0}, **run),
+        st.EngineEntry(run="s64", head_size=64, encoder_images_per_s={"VIT_TRITON": 3.0}, **run)])
+    assert st.engine_lookup((9, 0), "bfloat16", 72, tables=[user, shipped]) == {"u": {"FLASH_ATTN": 1.0}}
+    assert st.engine_lookup((9, 0), "bfloat16", 64, tables=[user, shipped]) == {"s64": {"VIT_TRITON": 3.0}}
+    assert st.engine_lookup((8, 0), "bfloat16", 64, tables=[user, shipped]) == {}
+    assert st.engine_lookup(None, "bfloat16", 64, tables=[shipped]) == {}
+
+
+def test_shipped_engine_runs_keep_stock_where_the_engine_showed_a_loss():
+    """The H100 engine runs (reports/engine/): the plugin's kernel-table picks for d72 and d80
+    ran slower than stock FLASH_ATTN in vLLM, so on that GPU the resolver keeps FLASH_ATTN there;
+    d64's pick (VIT_TRITON) ran faster and stays."""
+    from vit_backend_plugin.resolver import ResolveRequest, resolve
+
+    feats = frozenset({"vllm_flash_attn", "triton", "vit_triton_kernel", "torch_cudnn_sdpa", "flashinfer"})
+    chosen = {}
+    for head in (64, 72, 80):
+        measured, _ = st.lookup((9, 0), "bfloat16", head)
+        engine = st.engine_lookup((9, 0), "bfloat16", head)
+        assert engine, head
+        chosen[head] = resolve(ResolveRequest(head_size=head, dtype="bfloat16", capability=(9, 0), features=feats,
+                                              measured=measured, engine_measured=engine)).chosen
+    assert chosen == {64: "VIT_TRITON", 72: "FLASH_ATTN", 80: "FLASH_ATTN"}

@@ -70,13 +70,14 @@ def build_request(args) -> ResolveRequest:
     else:
         features = installed_features()
     platform = args.platform or "cuda"
-    measured, source = ({}, "")
+    measured, source, engine = ({}, "", {})
     if platform == "cuda" and args.capability and not args.backend and head > 0:
         measured, source = speed_table.lookup(args.capability, dtype, head, args.seq_len)
+        engine = speed_table.engine_lookup(args.capability, dtype, head)
     return ResolveRequest(
         head_size=head, dtype=dtype, platform=platform, capability=args.capability,
         features=features, explicit=args.backend, explicit_source="--backend",
-        measured=measured, measured_source=source,
+        measured=measured, measured_source=source, engine_measured=engine,
     )
 
 

@@ -8,6 +8,10 @@ Policy
    dtype, head size (and sequence length), among those whose numerical check passed — only when
    every usable backend of the static order (stock vLLM's default among them) was measured too;
    otherwise a faster, unmeasured candidate could lose to a measured one, and rule 3 decides.
+   Engine evidence outranks kernel evidence: where runs through vLLM's engine measured the static
+   choice for this device/dtype/head size, a measured choice must have been measured there too
+   and be at least as fast as the static choice in every one of those runs (encoder images/s),
+   or the static choice stays.
 3. Automatic, static: the catalog's ``static_order`` for the platform (cuda: vLLM FlashAttention ->
    upstream flash_attn -> our Triton kernel -> torch SDPA). Falling past upstream flash_attn only
    because it is not installed carries an install hint.
@@ -47,6 +51,9 @@ class Measurement:
 # A measured choice may trail the static choice (stock vLLM's default first) on no measured shape
 # by more than timing noise: on average faster is not enough.
 PER_SHAPE_TOLERANCE = 0.97
+# In engine runs (medians of repeats, vLLM's own encoder timer) the bar is stock itself: the
+# plugin must never make vLLM slower.
+ENGINE_TOLERANCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,8 @@ class ResolveRequest:
     explicit_source: str = "explicit choice"  # for messages: which knob the user turned
     measured: Mapping[str, Measurement] = field(default_factory=dict)
     measured_source: str = ""  # e.g. "speed table row 'Qwen2.5-VL d80, 16 x 1024' (H100)"
+    # Engine runs for this device/dtype/head size: run name -> backend -> encoder images/s.
+    engine_measured: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,7 @@ def validate(req: ResolveRequest, catalog: Catalog) -> ResolveRequest:
         head_size=req.head_size, dtype=dtype, platform=req.platform, capability=req.capability,
         features=frozenset(req.features), explicit=explicit, explicit_source=req.explicit_source,
         measured=req.measured, measured_source=req.measured_source,
+        engine_measured=req.engine_measured,
     )
 
 
@@ -175,12 +185,19 @@ def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
     chosen = next((n for n in order if reasons[n] is None), "TORCH_SDPA")
     slower = _slower_somewhere(req, usable, chosen)
     fastest = _fastest_measured(req, [n for n in usable if n not in slower]) if not unmeasured else None
+    engine_veto = _engine_veto(req, fastest[0], chosen) if fastest is not None else None
+    if engine_veto is not None:
+        fastest = None
     if fastest is not None:
         name, m, runner_up = fastest
         why = f"fastest measured ({m.tflops:.0f} TFLOP/s"
         if runner_up is not None:
             why += f", {m.tflops / runner_up[1].tflops:.2f}x {runner_up[0]}"
         why += ")" + (f" in {req.measured_source}" if req.measured_source else "")
+        runs = [r for r, v in req.engine_measured.items() if v.get(chosen, 0) > 0 and name != chosen]
+        if runs:
+            worst = min(req.engine_measured[r][name] / req.engine_measured[r][chosen] for r in runs)
+            why += f"; engine runs: >= {worst:.2f}x {chosen} in {len(runs)} of them"
         passed = [n for n in slower if req.measured[n].numerics_ok and req.measured[n].tflops > m.tflops]
         if passed:
             why += f"; passed over, slower than {chosen} on a measured shape: {', '.join(passed)}"
@@ -193,6 +210,8 @@ def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
     if req.measured and unmeasured:
         why += (f"; speed table ignored: usable but not measured: {', '.join(unmeasured)} "
                 "(measure them here with `vit-parity tune`)")
+    if engine_veto is not None:
+        why += f"; {engine_veto}"
     hint = None
     upstream = catalog.backends.get("FLASH_ATTN_UPSTREAM")
     if (
@@ -212,6 +231,24 @@ def _fastest_measured(req: ResolveRequest, usable: list[str]):
         return None
     ranked = sorted(ok.items(), key=lambda kv: kv[1].tflops, reverse=True)
     return ranked[0][0], ranked[0][1], (ranked[1] if len(ranked) > 1 else None)
+
+
+def _engine_veto(req: ResolveRequest, name: str, baseline: str) -> str | None:
+    """Why the engine runs forbid replacing ``baseline`` by ``name`` (None: they do not)."""
+    if name == baseline:
+        return None
+    runs = {r: v for r, v in req.engine_measured.items() if v.get(baseline, 0) > 0}
+    if not runs:
+        return None
+    for run, ips in sorted(runs.items()):
+        if name not in ips:
+            return (f"kernel-table choice {name} not taken: not measured in engine run {run}, "
+                    f"where {baseline} was")
+        ratio = ips[name] / ips[baseline]
+        if ratio < ENGINE_TOLERANCE:
+            return (f"kernel-table choice {name} not taken: {ratio:.2f}x {baseline} in engine run "
+                    f"{run} (encoder images/s)")
+    return None
 
 
 def _slower_somewhere(req: ResolveRequest, usable: list[str], baseline: str) -> list[str]:

@@ -6,6 +6,9 @@ GPU (``$VIT_SPEED_TABLE`` or ``~/.cache/vit_backend_plugin/speed_table.json``). 
 (capability, dtype, head size), rows of the user table take precedence: if it has any matching
 row, the shipped rows are ignored.
 
+Engine runs (``engine``): encoder images/s per backend measured through vLLM's engine by
+`vit-parity run`; the resolver lets them overrule the kernel rows (resolver rule 2).
+
 Matching: same compute capability, dtype and head size; if a sequence length is known, the
 narrowest rows whose ``seq_len`` range contains it; otherwise (vLLM picks once per process, before
 it sees an image) all of them, combined by geometric mean over the backends measured in every row,
@@ -41,11 +44,27 @@ class SpeedEntry(BaseModel):
     numerics_ok: dict[str, bool] = Field(default_factory=dict)
 
 
+class EngineEntry(BaseModel):
+    """One `vit-parity run` through vLLM's engine: encoder images/s per backend (vLLM's own
+    encoder-forward timer, median of repeats), every backend in its own process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str  # the config's name, e.g. "h100_vit_siglip_d72"
+    device: str
+    capability: tuple[int, int]
+    dtype: str
+    head_size: int = Field(gt=0)
+    encoder_images_per_s: dict[str, float]  # backend as it ran (AUTO recorded as what it chose)
+    command: str = ""
+
+
 class SpeedTable(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_: int = Field(1, alias="schema")
     entries: list[SpeedEntry] = Field(default_factory=list)
+    engine: list[EngineEntry] = Field(default_factory=list)
     source: str = ""  # where it was loaded from (not serialised meaningfully)
 
     def matching(self, capability: tuple[int, int], dtype: str, head_size: int,
@@ -118,6 +137,22 @@ def combine(rows: list[SpeedEntry]) -> dict[str, Measurement]:
         ok = all(r.numerics_ok.get(name, False) for r in rows)
         out[name] = Measurement(tflops=gm, numerics_ok=ok, per_shape=tuple(vals))
     return out
+
+
+def engine_lookup(capability: tuple[int, int] | None, dtype: str, head_size: int,
+                  tables: list[SpeedTable] | None = None) -> dict[str, dict[str, float]]:
+    """Engine runs for this device/dtype/head size (run -> backend -> encoder images/s), from
+    the first table that has any (user before shipped)."""
+    if capability is None:
+        return {}
+    if tables is None:
+        tables = [t for t in (load_user(), load_shipped()) if t is not None]
+    for table in tables:
+        runs = {e.run: dict(e.encoder_images_per_s) for e in table.engine
+                if tuple(e.capability) == tuple(capability) and e.dtype == dtype and e.head_size == head_size}
+        if runs:
+            return runs
+    return {}
 
 
 def lookup(capability: tuple[int, int] | None, dtype: str, head_size: int,

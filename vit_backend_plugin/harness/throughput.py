@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run_vllm(spec) if spec["engine"] == "vllm" else run_hf(spec)
     repeats = result.pop("repeats")
     keys = (
-        ("images_per_s", "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms")
+        ("images_per_s", "encoder_images_per_s", "requests_per_s", "input_tokens_per_s",
+         "ttft_mean_ms", "ttft_p99_ms")
         if spec["engine"] == "vllm"
         else ("images_per_s", "prefill_tokens_per_s")
     )

@@ -48,13 +48,14 @@ def build_request(platform, head_size: int, dtype, backend) -> resolver.ResolveR
     dtype_name = normalize_dtype(dtype)
     source = explicit_source(backend)
     explicit = backend.name if backend is not None else (os.environ[ENV_VAR] if source else None)
-    measured, measured_source = ({}, "")
+    measured, measured_source, engine = ({}, "", {})
     if explicit is None and kind == "cuda":
         measured, measured_source = speed_table.lookup(capability, dtype_name, head_size)
+        engine = speed_table.engine_lookup(capability, dtype_name, head_size)
     return resolver.ResolveRequest(
         head_size=head_size, dtype=dtype_name, platform=kind, capability=capability,
         features=runtime_features(kind), explicit=explicit, explicit_source=source,
-        measured=measured, measured_source=measured_source,
+        measured=measured, measured_source=measured_source, engine_measured=engine,
     )
 
 
