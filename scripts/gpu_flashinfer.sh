@@ -18,7 +18,7 @@ case "$1" in
       --iters 200 --warmup 20 --out $OUT/h100_builder.json 2>&1 | grep -v Warn | tail -45
     ;;
   parity)
-    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases parity --parity-modes "${2:-no_spec,spec_ngram}" \
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases parity --parity-modes "${2:-no_spec,spec_ngram}" --model-runner ${RUNNER:-default} \
       2>&1 | tail -80
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;

@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per decode batch size")
     parser.add_argument("--cudagraphs", action="store_true",
                         help="decode phase with vLLM's default CUDA graphs (default: enforce_eager)")
+    parser.add_argument("--model-runner", choices=["default", "v1", "v2"], default="default",
+                        help="vLLM's model runner (0.32 uses V2 on CUDA by default; FLASHINFER_HOST "
+                             "plans spec-decode steps from the host only under V1)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
@@ -97,7 +100,7 @@ def parity_prompts(seed: int, n: int = 48, vocab: int = 4000) -> list[list[int]]
 
     rng = np.random.default_rng(seed)
     prompts = []
-    for i in range(n):
+    for _ in range(n):
         length = int(rng.integers(8, 700))
         motif = rng.integers(10, vocab, int(rng.integers(4, 24))).tolist()
         body = (motif * (length // len(motif) + 1))[:length]
@@ -121,6 +124,7 @@ class BuildCounter:
         self.spec_builds = 0  # steps whose decode rows carry drafts
         self.max_reqs = 0
         self._depth = threading.local()
+        self._builders: dict[int, object] = {}  # every builder seen (the engine keeps them alive)
 
     def wrap(self, cls) -> None:
         from vit_backend_plugin.flashinfer_host.sync_count import count_syncs
@@ -133,6 +137,7 @@ class BuildCounter:
             if depth:  # our builder's fallback calls stock build(): count once
                 return original(self_b, common_prefix_len, cam, *args, **kwargs)
             counter._depth.v = 1
+            counter._builders[id(self_b)] = self_b
             try:
                 md, n, msg = count_syncs(lambda: original(self_b, common_prefix_len, cam, *args, **kwargs))
             finally:
@@ -153,6 +158,15 @@ class BuildCounter:
         short = [x for x in lens if x <= threshold]
         self.mixed_builds += bool(short) and len(short) < len(lens)
         self.spec_builds += any(1 < x <= threshold for x in lens)
+
+    def builder_stats(self) -> dict:
+        """host_builds / fallback_counts of the FLASHINFER_HOST builders seen (zeros for stock)."""
+        out = {"builders": len(self._builders), "host_builds": 0, "fallback_counts": {}}
+        for b in self._builders.values():
+            out["host_builds"] += getattr(b, "host_builds", 0)
+            for k, v in getattr(b, "fallback_counts", {}).items():
+                out["fallback_counts"][k] = out["fallback_counts"].get(k, 0) + v
+        return out
 
     def as_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -180,18 +194,21 @@ def child_parity(model_dir: Path, backend: str, spec: bool, vllm_check: bool) ->
             counter.wrap(FlashInferHostMetadataBuilder)
     kw = {"speculative_config": dict(SPEC_CONFIG)} if spec else {}
     llm = _llm(model_dir, backend, enforce_eager=True, max_model_len=2048, max_num_seqs=32,
-               max_num_batched_tokens=512, gpu_memory_utilization=0.5, **kw)
+               max_num_batched_tokens=512, gpu_memory_utilization=0.5, disable_log_stats=False, **kw)
     redrawn = llm.apply_model(redraw_weights)[0]
     prompts = [TokensPrompt(prompt_token_ids=p) for p in parity_prompts(seed=7)]
     params = SamplingParams(temperature=0.0, max_tokens=96, ignore_eos=True, detokenize=False)
     t0 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
     wall = time.perf_counter() - t0
-    builder = _builder_stats(llm)
+    builder = counter.builder_stats()
+    # vLLM's own counters: how many drafts the n-gram proposer made and how many were accepted
+    spec_metrics = {m.name.removeprefix("vllm:"): getattr(m, "value", None) for m in llm.get_metrics()
+                    if m.name.startswith("vllm:spec_decode_num_")}
     return {"backend": backend, "spec": spec, "vllm_gpu_sync_check": os.environ.get("VLLM_GPU_SYNC_CHECK"),
             "redrawn_params": redrawn, "wall_s": wall,
             "tokens": [list(o.outputs[0].token_ids) for o in outs],
-            "counter": counter.as_dict(), "builder": builder,
+            "counter": counter.as_dict(), "builder": builder, "spec_decode": spec_metrics,
             "attention_backend_in_engine": _engine_backend_name(llm)}
 
 
@@ -210,22 +227,6 @@ def attention_backend_names(model) -> list[str]:
 
 def _engine_backend_name(llm) -> list[str]:
     return llm.apply_model(attention_backend_names)[0]
-
-
-def _builder_stats(llm) -> dict:
-    """host_builds / fallback_counts of FLASHINFER_HOST builders in the engine (empty for stock)."""
-    import gc
-
-    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
-
-    out = {"host_builds": 0, "fallback_counts": {}, "builders": 0}
-    for obj in gc.get_objects():
-        if isinstance(obj, FlashInferMetadataBuilder):
-            out["builders"] += 1
-            out["host_builds"] += getattr(obj, "host_builds", 0)
-            for k, v in getattr(obj, "fallback_counts", {}).items():
-                out["fallback_counts"][k] = out["fallback_counts"].get(k, 0) + v
-    return out
 
 
 def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, cudagraphs: bool) -> dict:
@@ -266,12 +267,15 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
 
 
 def child_name(spec: dict) -> str:
+    runner = spec.get("model_runner", "default")
     return (f"{spec['phase']}_{spec['backend']}{'_spec' if spec.get('spec') else ''}"
-            f"{'_vllmcheck' if spec.get('vllm_check') else ''}")
+            f"{'_vllmcheck' if spec.get('vllm_check') else ''}{'' if runner == 'default' else '_' + runner}")
 
 
 def run_child(spec: dict) -> dict:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process
+    if spec.get("model_runner") in ("v1", "v2"):
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if spec["model_runner"] == "v2" else "0"
     if spec.get("vllm_check"):
         # vLLM's own detector: torch's sync-debug "warn" plus checks of pageable
         # non_blocking copies, raising on any sync in execute_model outside gpu_sync_allowed().
@@ -295,7 +299,8 @@ def compare_parity(results: dict[str, dict]) -> dict:
     return out
 
 
-def _spawn(spec: dict, out: Path, timeout: float) -> dict | None:
+def _spawn(spec: dict, out: Path, timeout: float, model_runner: str = "default") -> dict | None:
+    spec = {**spec, "model_runner": model_runner}
     path = out / f"{child_name(spec)}.json"
     log = path.with_suffix(".log")
     cmd = [sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check", "--out", str(out),
@@ -334,17 +339,19 @@ def main(args) -> int:
     model_dir = make_model_dir(out)
     prev = out / "summary.json"  # phases run by separate invocations accumulate in one summary
     summary: dict = json.loads(prev.read_text()) if prev.is_file() else {}
-    summary.update({"model": DECODER_CONFIG, "spec_config": SPEC_CONFIG, "backends": backends})
+    summary.update({"model": DECODER_CONFIG, "spec_config": SPEC_CONFIG, "backends": backends,
+                    "model_runner": args.model_runner})
     ok = True
     if "parity" in phases:
         modes = [m.strip() for m in args.parity_modes.split(",")]
         for spec in [m == "spec_ngram" for m in modes]:
             res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "model_dir": str(model_dir)},
-                             out, args.timeout) for b in backends}
-            key = "spec_ngram" if spec else "no_spec"
+                             out, args.timeout, args.model_runner) for b in backends}
+            key = ("spec_ngram" if spec else "no_spec") + ("" if args.model_runner == "default" else f"_{args.model_runner}")
             done = {b: r for b, r in res.items() if r is not None}
             entry = {"ran": sorted(done), "counters": {b: r["counter"] for b, r in done.items()},
                      "builder": {b: r["builder"] for b, r in done.items()},
+                     "spec_decode": {b: r.get("spec_decode") for b, r in done.items()},
                      "in_engine": {b: r["attention_backend_in_engine"] for b, r in done.items()}}
             if len(done) == len(backends):
                 entry["parity"] = compare_parity(done)
@@ -356,7 +363,7 @@ def main(args) -> int:
             if "FLASHINFER_HOST" in backends:
                 # The same engine run once more under vLLM's own sync checker, in error mode.
                 chk = _spawn({"phase": "parity", "backend": "FLASHINFER_HOST", "spec": spec, "vllm_check": True,
-                              "model_dir": str(model_dir)}, out, args.timeout)
+                              "model_dir": str(model_dir)}, out, args.timeout, args.model_runner)
                 entry["vllm_gpu_sync_check_error_mode"] = {
                     "completed": chk is not None,
                     "tokens_identical_to_counted_run": chk is not None and "FLASHINFER_HOST" in done
@@ -368,12 +375,14 @@ def main(args) -> int:
             for b, c in entry["counters"].items():
                 print(f"{key:10s} {b:16s} builds {c['builds']:5d} (mixed {c['mixed_builds']}, "
                       f"spec {c['spec_builds']})  host syncs {c['syncs']:5d} in {c['builds_with_sync']} builds"
-                      + (f"  identical={entry['parity'][b]['identical']}" if "parity" in entry else ""),
+                      + (f"  identical={entry['parity'][b]['identical']}" if "parity" in entry else "")
+                      + f"  drafts {(entry['spec_decode'].get(b) or {}).get('spec_decode_num_drafts')}",
                       flush=True)
     if "decode" in phases:
         sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
         dec = {b: _spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
-                          "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args.timeout)
+                          "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args.timeout,
+                          args.model_runner)
                for b in backends}
         summary["decode"] = {b: r for b, r in dec.items() if r is not None}
         if all(dec.values()) and len(backends) == 2:
