@@ -3,7 +3,8 @@
 # gives the calls). Runs from the repo root after the bundle (built with --flashinfer) and this
 # project are installed in /tmp/site (scripts/gpu_bench_kernels.sh install).
 #   builder        : vit-parity bench-builder, full mode (stock vs ours build(), same process)
-#   parity MODES   : vit-parity check-flashinfer-host --phases parity (MODES: no_spec,spec_ngram)
+#   parity MODES   : vit-parity check-flashinfer-host --phases parity (MODES: no_spec,spec_ngram);
+#                    RUNNER=v1 runs vLLM's V1 model runner (0.32's default on CUDA is V2)
 #   decode         : vit-parity check-flashinfer-host --phases decode (256 in / 128 out, bs 1..256)
 # FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
 # builder step uses the engine model's attention shape, so it also warms the cache for the rest.
