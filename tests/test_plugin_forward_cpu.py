@@ -85,3 +85,43 @@ def test_resolver_admits_vit_triton_on_cpu_only_explicitly_and_only_interpreted(
     with pytest.raises(BackendSelectionError, match="dtype float32"):
         resolve(ResolveRequest(80, "float32", platform="cuda", capability=(9, 0),
                                features=frozenset({"triton", "vit_triton_kernel"}), explicit="VIT_TRITON"))
+
+
+def test_lengths_are_read_once_per_forward_not_once_per_layer():
+    """A model that passes no max_seqlen (Qwen2-VL-family towers, for backends they do not
+    know) hands every layer the same cu_seqlens: the plugin's op reads the lengths once for that
+    tensor, again for a new one or after an in-place change, and stays correct."""
+    proc, res = run_snippet("""
+import json, torch
+import vllm.plugins
+vllm.plugins.load_general_plugins()
+from vllm.config import VllmConfig, set_current_vllm_config
+from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
+from vit_backend_plugin.vllm_glue import mm_encoder
+with set_current_vllm_config(VllmConfig()):
+    layers = [MMEncoderAttention(num_heads=2, head_size=80) for _ in range(3)]
+def ref(q, k, v, cu):
+    return torch.cat([torch.nn.functional.scaled_dot_product_attention(
+        *(x[:, a:b].transpose(1, 2) for x in (q, k, v))).transpose(1, 2)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())], dim=1)
+def err(out, r):
+    return float((out.reshape(r.shape) - r).norm() / r.norm())
+torch.manual_seed(0)
+q, k, v = (torch.randn(1, 41, 2, 80) for _ in range(3))
+reads, errs = [], []
+cu = torch.tensor([0, 9, 40, 41], dtype=torch.int32)
+for layer in layers:                       # one forward: three layers, one tensor
+    errs.append(err(layer(q, k, v, cu_seqlens=cu), ref(q, k, v, cu)))
+reads.append(mm_encoder.LENGTH_READS)
+cu2 = torch.tensor([0, 30, 41], dtype=torch.int32)   # the next forward: a new tensor
+errs.append(err(layers[0](q, k, v, cu_seqlens=cu2), ref(q, k, v, cu2)))
+reads.append(mm_encoder.LENGTH_READS)
+cu2[1] = 5                                  # changed in place: read again
+errs.append(err(layers[0](q, k, v, cu_seqlens=cu2), ref(q, k, v, cu2)))
+reads.append(mm_encoder.LENGTH_READS)
+print("RESULT " + json.dumps({"backend": layers[0].attn_backend.name, "reads": reads, "errs": errs}))
+""", env={"VIT_ATTN_BACKEND": "VIT_TRITON", "TRITON_INTERPRET": "1"})
+    assert res is not None, proc.stderr[-3000:]
+    assert res["backend"] == "VIT_TRITON"
+    assert res["reads"] == [1, 2, 3]
+    assert max(res["errs"]) < 1e-4

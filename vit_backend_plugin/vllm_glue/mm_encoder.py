@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 
 import torch
 from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
@@ -57,6 +58,25 @@ def plugin_backend_name(backend: object) -> str | None:
     return name if name in PLUGIN_BACKENDS else None
 
 
+# The max length when the model passes none (Qwen2-VL-family towers compute it only for the
+# backends they know): every layer of one forward gets the same cu_seqlens tensor, so it is read
+# from the device once per forward, not once per layer (a sync per layer stops the host from
+# running ahead of the GPU). Keyed by the tensor object itself and its version counter.
+_MAX_LEN_CACHE: list = [None, -1, 0]  # [weakref to cu_seqlens, its _version, max length]
+LENGTH_READS = 0  # device reads of the lengths, for tests and diagnostics
+
+
+def _max_len_from_lengths(cu_seqlens: torch.Tensor, cu: torch.Tensor) -> int:
+    global LENGTH_READS
+    ref, version, value = _MAX_LEN_CACHE
+    if ref is not None and ref() is cu_seqlens and cu_seqlens._version == version:
+        return value
+    value = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
+    LENGTH_READS += 1
+    _MAX_LEN_CACHE[:] = [weakref.ref(cu_seqlens), cu_seqlens._version, value]
+    return value
+
+
 def _vit_plugin_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str, scale: float,
     cu_seqlens: torch.Tensor | None, max_seqlen: torch.Tensor | None,
@@ -73,7 +93,7 @@ def _vit_plugin_attention(
             cu = cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
             max_len = int(max_seqlen.item()) if max_seqlen is not None and max_seqlen.numel() == 1 else 0
             if max_len <= 0:  # a model that computed no max for a backend it doesn't know
-                max_len = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
+                max_len = _max_len_from_lengths(cu_seqlens, cu)
     out = get_kernel(backend)(q, k, v, cu, max_len, scale)
     return out.view(bsz, q_len, *out.shape[1:])
 
