@@ -257,6 +257,38 @@ def test_unclaimed_modes_fall_back_to_stock_once_logged(env, caplog, mode, reaso
     assert len(lines) == 1
 
 
+def test_v2_runner_spec_decode_is_opt_in_and_adaptive_verification_falls_back(env, monkeypatch):
+    """vLLM 0.32 runs its V2 model runner on CUDA. Spec-decode steps there go to stock unless
+    VIT_FLASHINFER_HOST_V2_SPEC=1 (not yet shown on a GPU); with it, they plan from the host
+    (seq_lens on the meta device: no device read); adaptive verification always goes to stock."""
+    from vit_backend_plugin.flashinfer_host.builder import V2_SPEC_ENV
+
+    # vLLM refuses a V2-runner config without Triton (the CPU platform): set what __init__
+    # derives from vllm_config.use_v2_model_runner (the H100 engine run logged that path).
+    monkeypatch.delenv(V2_SPEC_ENV, raising=False)
+    default = env["make"](num_spec=3)
+    default._v2_runner = True
+    with pytest.raises(NotImplementedError, match="meta"):
+        default.build(0, batch([1, 1, 200], [40, 47, 0], seq_device="meta")[0])
+    assert default.fallback_counts == {"v2_runner_spec": 1}
+
+    monkeypatch.setenv(V2_SPEC_ENV, "1")
+    opted = env["make"](num_spec=3)
+    opted._v2_runner = True
+    cam, qo, seq, bt = batch([1, 1, 200], [40, 47, 0], seq_device="meta")
+    opted.build(0, cam)
+    assert opted.host_builds == 1 and not opted.fallback_counts
+    _, plan, _ = expected(qo, seq, bt)
+    assert opted._decode_wrapper.calls[0]["seq_lens"].tolist() == plan.kv_lens_decode.tolist()
+
+    adaptive = env["make"](num_spec=3)
+    adaptive._v2_runner = True
+    adaptive._adaptive = True  # SpeculativeConfig(enable_adaptive_verification=True) needs a GPU drafter
+    with pytest.raises(NotImplementedError, match="meta"):
+        adaptive.build(0, batch([1, 1, 200], [40, 47, 0], seq_device="meta")[0])
+    assert adaptive.fallback_counts == {"adaptive_verification": 1}
+
+
 def test_non_padded_drafter_steps_stay_on_host_with_max_len_clamp(env):
     b = env["make"](num_spec=2, padded=False)
     cam, qo, seq, bt = batch([1, 1], [MAX_LEN, 10], seq_device="meta")  # row 0: 1025 > max len

@@ -24,6 +24,7 @@ see ``FALLBACK_REASONS``.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -43,6 +44,11 @@ from vit_backend_plugin.flashinfer_host import planning
 
 logger = logging.getLogger("vllm.vit_backend_plugin.flashinfer_host")
 
+# Opt-in until a GPU run shows greedy parity: the V2 model runner's host lengths
+# (num_computed_tokens_np + num_scheduled_tokens) are exact under synchronous scheduling without
+# adaptive verification, by the same scheduler bookkeeping as V1's (see planning's docstring).
+V2_SPEC_ENV = "VIT_FLASHINFER_HOST_V2_SPEC"
+
 # reason key -> what the log line says. Static ones are decided at __init__.
 FALLBACK_REASONS = {
     "dcp": "decode context parallelism (DCP-local lengths, BatchDCPPrefillWrapper)",
@@ -54,7 +60,9 @@ FALLBACK_REASONS = {
     "xqa_ragged": "ragged XQA speculative decode (its draft mask is built with a blocking copy)",
     "no_upper_bound": "CommonAttentionMetadata.seq_lens_cpu_upper_bound is absent",
     "async_spec": "async scheduling with speculative decoding (host lengths are optimistic)",
-    "v2_runner_spec": "the V2 model runner with speculative decoding (host lengths unverified)",
+    "v2_runner_spec": "the V2 model runner with speculative decoding (host lengths unverified on a GPU; "
+                      f"{V2_SPEC_ENV}=1 plans these steps on the host)",
+    "adaptive_verification": "adaptive draft verification (the V2 runner re-allocates drafts on the device)",
     "padded_draft_step": "EAGLE padded drafter steps >= 1 (rejections applied on device only)",
     "decode_tokens_gt_reqs": "native decode with more decode tokens than requests",
 }
@@ -138,6 +146,8 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         self._padded_drafter = spec is not None and not spec.disable_padded_drafter_batch
         self._async = bool(getattr(vllm_config.scheduler_config, "async_scheduling", False))
         self._v2_runner = bool(getattr(vllm_config, "use_v2_model_runner", False))
+        self._v2_spec_host = os.environ.get(V2_SPEC_ENV, "0") == "1"
+        self._adaptive = spec is not None and bool(getattr(spec, "enable_adaptive_verification", False))
         self._max_model_len = self.model_config.max_model_len
         self._draft_index: int | None = None
         self.fallback_counts: dict[str, int] = {}
@@ -203,7 +213,9 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         if cam.seq_lens_cpu_upper_bound is None:
             return "no_upper_bound"
         if self._num_spec > 0:
-            if self._v2_runner:
+            if self._v2_runner and self._adaptive:
+                return "adaptive_verification"
+            if self._v2_runner and not self._v2_spec_host:
                 return "v2_runner_spec"
             if self._async:
                 return "async_spec"

@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-runner", choices=["default", "v1", "v2"], default="default",
                         help="vLLM's model runner (0.32 uses V2 on CUDA by default; FLASHINFER_HOST "
                              "plans spec-decode steps from the host only under V1)")
+    parser.add_argument("--v2-spec-host", action="store_true",
+                        help="set VIT_FLASHINFER_HOST_V2_SPEC=1: FLASHINFER_HOST plans V2-runner "
+                             "spec-decode steps on the host (opt-in until this check passes on a GPU)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
@@ -269,11 +272,16 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
 def child_name(spec: dict) -> str:
     runner = spec.get("model_runner", "default")
     return (f"{spec['phase']}_{spec['backend']}{'_spec' if spec.get('spec') else ''}"
-            f"{'_vllmcheck' if spec.get('vllm_check') else ''}{'' if runner == 'default' else '_' + runner}")
+            f"{'_vllmcheck' if spec.get('vllm_check') else ''}{'' if runner == 'default' else '_' + runner}"
+            f"{'_v2spechost' if spec.get('v2_spec_host') else ''}")
 
 
 def run_child(spec: dict) -> dict:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process
+    if spec.get("v2_spec_host"):
+        from vit_backend_plugin.flashinfer_host.builder import V2_SPEC_ENV
+
+        os.environ[V2_SPEC_ENV] = "1"
     if spec.get("model_runner") in ("v1", "v2"):
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if spec["model_runner"] == "v2" else "0"
     if spec.get("vllm_check"):
@@ -299,8 +307,9 @@ def compare_parity(results: dict[str, dict]) -> dict:
     return out
 
 
-def _spawn(spec: dict, out: Path, timeout: float, model_runner: str = "default") -> dict | None:
-    spec = {**spec, "model_runner": model_runner}
+def _spawn(spec: dict, out: Path, timeout: float, model_runner: str = "default",
+           v2_spec_host: bool = False) -> dict | None:
+    spec = {**spec, "model_runner": model_runner, "v2_spec_host": v2_spec_host}
     path = out / f"{child_name(spec)}.json"
     log = path.with_suffix(".log")
     cmd = [sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check", "--out", str(out),
@@ -340,14 +349,15 @@ def main(args) -> int:
     prev = out / "summary.json"  # phases run by separate invocations accumulate in one summary
     summary: dict = json.loads(prev.read_text()) if prev.is_file() else {}
     summary.update({"model": DECODER_CONFIG, "spec_config": SPEC_CONFIG, "backends": backends,
-                    "model_runner": args.model_runner})
+                    "model_runner": args.model_runner, "v2_spec_host": args.v2_spec_host})
     ok = True
     if "parity" in phases:
         modes = [m.strip() for m in args.parity_modes.split(",")]
         for spec in [m == "spec_ngram" for m in modes]:
             res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "model_dir": str(model_dir)},
-                             out, args.timeout, args.model_runner) for b in backends}
-            key = ("spec_ngram" if spec else "no_spec") + ("" if args.model_runner == "default" else f"_{args.model_runner}")
+                             out, args.timeout, args.model_runner, args.v2_spec_host) for b in backends}
+            key = (("spec_ngram" if spec else "no_spec") + ("" if args.model_runner == "default" else f"_{args.model_runner}")
+                   + ("_v2spechost" if args.v2_spec_host else ""))
             done = {b: r for b, r in res.items() if r is not None}
             entry = {"ran": sorted(done), "counters": {b: r["counter"] for b, r in done.items()},
                      "builder": {b: r["builder"] for b, r in done.items()},
@@ -363,7 +373,7 @@ def main(args) -> int:
             if "FLASHINFER_HOST" in backends:
                 # The same engine run once more under vLLM's own sync checker, in error mode.
                 chk = _spawn({"phase": "parity", "backend": "FLASHINFER_HOST", "spec": spec, "vllm_check": True,
-                              "model_dir": str(model_dir)}, out, args.timeout, args.model_runner)
+                              "model_dir": str(model_dir)}, out, args.timeout, args.model_runner, args.v2_spec_host)
                 entry["vllm_gpu_sync_check_error_mode"] = {
                     "completed": chk is not None,
                     "tokens_identical_to_counted_run": chk is not None and "FLASHINFER_HOST" in done
@@ -382,7 +392,7 @@ def main(args) -> int:
         sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
         dec = {b: _spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
                           "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args.timeout,
-                          args.model_runner)
+                          args.model_runner, args.v2_spec_host)
                for b in backends}
         summary["decode"] = {b: r for b, r in dec.items() if r is not None}
         if all(dec.values()) and len(backends) == 2:
