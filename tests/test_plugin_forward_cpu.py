@@ -119,9 +119,17 @@ reads.append(mm_encoder.LENGTH_READS)
 cu2[1] = 5                                  # changed in place: read again
 errs.append(err(layers[0](q, k, v, cu_seqlens=cu2), ref(q, k, v, cu2)))
 reads.append(mm_encoder.LENGTH_READS)
+with torch.inference_mode():                # as vLLM runs its forwards: no version counters
+    cu3 = torch.tensor([0, 20, 41], dtype=torch.int32)
+    for layer in layers:
+        errs.append(err(layer(q, k, v, cu_seqlens=cu3), ref(q, k, v, cu3)))
+    reads.append(mm_encoder.LENGTH_READS)
+    cu4 = torch.tensor([0, 1, 41], dtype=torch.int32)
+    errs.append(err(layers[0](q, k, v, cu_seqlens=cu4), ref(q, k, v, cu4)))
+    reads.append(mm_encoder.LENGTH_READS)
 print("RESULT " + json.dumps({"backend": layers[0].attn_backend.name, "reads": reads, "errs": errs}))
 """, env={"VIT_ATTN_BACKEND": "VIT_TRITON", "TRITON_INTERPRET": "1"})
     assert res is not None, proc.stderr[-3000:]
     assert res["backend"] == "VIT_TRITON"
-    assert res["reads"] == [1, 2, 3]
+    assert res["reads"] == [1, 2, 3, 4, 5]
     assert max(res["errs"]) < 1e-4

@@ -66,14 +66,21 @@ _MAX_LEN_CACHE: list = [None, -1, 0]  # [weakref to cu_seqlens, its _version, ma
 LENGTH_READS = 0  # device reads of the lengths, for tests and diagnostics
 
 
+def _version(t: torch.Tensor) -> int | None:
+    # Tensors made under inference_mode (vLLM's forward) have no version counter; those towers
+    # build a new cu_seqlens every forward (and pass max_seqlen when they reuse a static buffer
+    # for encoder CUDA graphs), so the object's identity is the key there.
+    return None if t.is_inference() else t._version
+
+
 def _max_len_from_lengths(cu_seqlens: torch.Tensor, cu: torch.Tensor) -> int:
     global LENGTH_READS
     ref, version, value = _MAX_LEN_CACHE
-    if ref is not None and ref() is cu_seqlens and cu_seqlens._version == version:
+    if ref is not None and ref() is cu_seqlens and _version(cu_seqlens) == version:
         return value
     value = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
     LENGTH_READS += 1
-    _MAX_LEN_CACHE[:] = [weakref.ref(cu_seqlens), cu_seqlens._version, value]
+    _MAX_LEN_CACHE[:] = [weakref.ref(cu_seqlens), _version(cu_seqlens), value]
     return value
 
 
