@@ -55,7 +55,14 @@ def test_summary_and_speed_table(tmp_path):
     from vit_backend_plugin import speed_table
 
     table = speed_table.SpeedTable.model_validate_json(path.read_text())
-    assert len(table.entries) == len(bench.DEFAULT_SHAPES)
+    assert len(table.entries) == len(bench.DEFAULT_SHAPES) and table.engine == []
+    # a re-measured table keeps the engine runs of the table it merges with (the shipped one)
+    from importlib import resources
+
+    shipped = str(resources.files("vit_backend_plugin").joinpath("data/speed_table.json"))
+    bench.write_speed_table(str(path), entries, bench.merged_engine_runs([shipped, shipped]))
+    table = speed_table.SpeedTable.model_validate_json(path.read_text())
+    assert {e.run for e in table.engine} == {e.run for e in speed_table.load_shipped().engine} != set()
 
 
 def test_shipped_speed_table_is_valid_and_from_h100():

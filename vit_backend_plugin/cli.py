@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("vit_backend_plugin.harness.demo", "the embedded offline default: tiny VLM, tiny MMMU, CPU"),
     "report": ("vit_backend_plugin.report.cli", "parity verdict + report (md, html, json) for a run dir"),
     "bench-builder": ("vit_backend_plugin.flashinfer_host.bench", "time FlashInfer metadata build(), stock vs host-buffer"),
+    "record-engine": ("vit_backend_plugin.engine_evidence",
+                      "record a vLLM-engine run's encoder images/s as engine evidence in the user speed table"),
     "check-flashinfer-host": ("vit_backend_plugin.flashinfer_host.engine_check",
                               "FLASHINFER vs FLASHINFER_HOST in a vLLM engine: greedy parity, syncs per build(), decode speed"),
 }

@@ -493,10 +493,22 @@ def merge_entries(runs: list[list[dict]]) -> list[dict]:
     return list(merged.values())
 
 
-def write_speed_table(path: str, entries: list[dict]) -> None:
+def write_speed_table(path: str, entries: list[dict], engine: list[dict] = ()) -> None:
+    doc = {"schema": 1, "entries": entries}
+    if engine:  # engine runs are not kernel measurements: carried over, never re-derived here
+        doc["engine"] = list(engine)
     with open(path, "w") as f:
-        json.dump({"schema": 1, "entries": entries}, f, indent=2)
+        json.dump(doc, f, indent=2)
         f.write("\n")
+
+
+def merged_engine_runs(merge_with: list[str]) -> list[dict]:
+    """The engine runs of the --merge-with tables (first table wins per run name)."""
+    out: dict[str, dict] = {}
+    for p in merge_with:
+        for e in json.load(open(p)).get("engine", []):
+            out.setdefault(e["run"], e)
+    return list(out.values())
 
 
 # ------------------------------------------------------------------ CLI
@@ -633,7 +645,8 @@ def main(args) -> int:
         with open(args.json_out, "w") as f:
             json.dump(data, f, indent=1)
     if args.write_speed_table:
-        write_speed_table(args.write_speed_table, table_entries(data, args.merge_with))
+        write_speed_table(args.write_speed_table, table_entries(data, args.merge_with),
+                          merged_engine_runs(args.merge_with))
     bad = [r for row in data["rows"] for r in row["results"]
            if r["candidate"] in ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN") and r.get("numerics_ok") is False]
     return 1 if bad else 0
