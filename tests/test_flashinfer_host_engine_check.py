@@ -37,3 +37,33 @@ def test_compare_parity_names_the_differing_prompts():
     cmp = engine_check.compare_parity(res)
     assert cmp["FLASHINFER"]["identical"] is True
     assert cmp["FLASHINFER_HOST"] == {"identical": False, "differing_prompts": [1], "tokens": 5}
+
+
+def test_build_counter_counts_each_outermost_build_once(tmp_path, monkeypatch):
+    """The instrument of the engine check, on real builders (vLLM's CPU platform): builds and
+    mixed steps counted, the builders' own host/fallback counts read back."""
+    pytest.importorskip("flashinfer")
+    from test_flashinfer_host_vllm import batch, make_env
+    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
+
+    from vit_backend_plugin.flashinfer_host.builder import FlashInferHostMetadataBuilder
+
+    for cls in (FlashInferMetadataBuilder, FlashInferHostMetadataBuilder):
+        monkeypatch.setattr(cls, "build", cls.build)  # the wrap below is undone after the test
+    env = make_env(tmp_path)
+    counter = engine_check.BuildCounter()
+    counter.wrap(FlashInferMetadataBuilder)
+    counter.wrap(FlashInferHostMetadataBuilder)
+    host = env["make"](num_spec=3)
+    host.build(0, batch([1, 1, 200], [40, 47, 0])[0])  # decodes and a prefill in one step
+    host.build(0, batch([1, 1], [40, 47])[0])
+    falls_back = env["make"](num_spec=2, async_sched=True)
+    # ours -> stock build(), which reads the device seq_lens (meta here: raises before vLLM's
+    # Triton gather, which the CPU cannot run); the wrapper's nesting guard is reset afterwards
+    with pytest.raises(NotImplementedError, match="meta"):
+        falls_back.build(0, batch([1, 1, 300], [10, 20, 0], seq_device="meta")[0])
+    host.build(0, batch([1, 1, 200], [40, 47, 0])[0])
+    d = counter.as_dict()
+    assert (d["builds"], d["mixed_builds"], d["syncs"], d["max_reqs"]) == (3, 2, 0, 3)
+    stats = counter.builder_stats()
+    assert stats == {"builders": 2, "host_builds": 3, "fallback_counts": {"async_spec": 1}}
