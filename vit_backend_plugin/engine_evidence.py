@@ -10,13 +10,13 @@ recorded as what it chose), the head size and the dtype. Kernel rows already in 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
 from vit_backend_plugin import speed_table
-from vit_backend_plugin.rundir import THROUGHPUT, RunInfo
+from vit_backend_plugin.report.load import load_backend
+from vit_backend_plugin.rundir import RunInfo
 
 LOG_LINE = re.compile(r"ViT attention: (\w+) \(head_size=(\d+), dtype=(\w+)")
 
@@ -39,13 +39,14 @@ def entry_from_run(run_dir: Path) -> speed_table.EngineEntry:
     facts: set[tuple[int, str]] = set()
     device = capability = None
     for backend in info.backends:
-        bdir = Path(run_dir) / backend
+        tp = load_backend(Path(run_dir), backend).throughput  # the report's validated reader
         try:
-            tp = json.loads((bdir / THROUGHPUT).read_text())
-            log = (bdir / "throughput.log").read_text(errors="replace")
-        except (OSError, ValueError):
+            log = (Path(run_dir) / backend / "throughput.log").read_text(errors="replace")
+        except OSError:
+            log = ""
+        if tp is None:
             continue  # not run, or its throughput phase failed: no evidence from it
-        value = (tp.get("metrics") or {}).get("encoder_images_per_s")
+        value = tp["metrics"].get("encoder_images_per_s")
         m = LOG_LINE.search(log)
         if not value or m is None:
             continue

@@ -194,10 +194,9 @@ def resolve(req: ResolveRequest, catalog: Catalog | None = None) -> Resolution:
         if runner_up is not None:
             why += f", {m.tflops / runner_up[1].tflops:.2f}x {runner_up[0]}"
         why += ")" + (f" in {req.measured_source}" if req.measured_source else "")
-        runs = [r for r, v in req.engine_measured.items() if v.get(chosen, 0) > 0 and name != chosen]
-        if runs:
-            worst = min(req.engine_measured[r][name] / req.engine_measured[r][chosen] for r in runs)
-            why += f"; engine runs: >= {worst:.2f}x {chosen} in {len(runs)} of them"
+        ratios = _engine_ratios(req, name, chosen) if name != chosen else {}
+        if ratios:  # not vetoed: every ratio is there and >= ENGINE_TOLERANCE
+            why += f"; engine runs: >= {min(ratios.values()):.2f}x {chosen} in {len(ratios)} of them"
         passed = [n for n in slower if req.measured[n].numerics_ok and req.measured[n].tflops > m.tflops]
         if passed:
             why += f"; passed over, slower than {chosen} on a measured shape: {', '.join(passed)}"
@@ -233,18 +232,20 @@ def _fastest_measured(req: ResolveRequest, usable: list[str]):
     return ranked[0][0], ranked[0][1], (ranked[1] if len(ranked) > 1 else None)
 
 
+def _engine_ratios(req: ResolveRequest, name: str, baseline: str) -> dict[str, float | None]:
+    """Per engine run that measured ``baseline``: ``name``'s speed over it (None: not run there)."""
+    return {run: (ips[name] / ips[baseline] if name in ips else None)
+            for run, ips in sorted(req.engine_measured.items()) if ips.get(baseline, 0) > 0}
+
+
 def _engine_veto(req: ResolveRequest, name: str, baseline: str) -> str | None:
     """Why the engine runs forbid replacing ``baseline`` by ``name`` (None: they do not)."""
     if name == baseline:
         return None
-    runs = {r: v for r, v in req.engine_measured.items() if v.get(baseline, 0) > 0}
-    if not runs:
-        return None
-    for run, ips in sorted(runs.items()):
-        if name not in ips:
+    for run, ratio in _engine_ratios(req, name, baseline).items():
+        if ratio is None:
             return (f"kernel-table choice {name} not taken: not measured in engine run {run}, "
                     f"where {baseline} was")
-        ratio = ips[name] / ips[baseline]
         if ratio < ENGINE_TOLERANCE:
             return (f"kernel-table choice {name} not taken: {ratio:.2f}x {baseline} in engine run "
                     f"{run} (encoder images/s)")

@@ -124,7 +124,6 @@ class BuildCounter:
         self.builds_with_sync = 0
         self.first_message: str | None = None
         self.mixed_builds = 0  # steps with both decode rows and longer (prefill) rows
-        self.spec_builds = 0  # steps whose decode rows carry drafts
         self.max_reqs = 0
         self._depth = threading.local()
         self._builders: dict[int, object] = {}  # every builder seen (the engine keeps them alive)
@@ -160,7 +159,6 @@ class BuildCounter:
         self.max_reqs = max(self.max_reqs, cam.num_reqs)
         short = [x for x in lens if x <= threshold]
         self.mixed_builds += bool(short) and len(short) < len(lens)
-        self.spec_builds += any(1 < x <= threshold for x in lens)
 
     def builder_stats(self) -> dict:
         """host_builds / fallback_counts of the FLASHINFER_HOST builders seen (zeros for stock)."""
@@ -307,9 +305,9 @@ def compare_parity(results: dict[str, dict]) -> dict:
     return out
 
 
-def _spawn(spec: dict, out: Path, timeout: float, model_runner: str = "default",
-           v2_spec_host: bool = False) -> dict | None:
-    spec = {**spec, "model_runner": model_runner, "v2_spec_host": v2_spec_host}
+def _spawn(spec: dict, out: Path, args) -> dict | None:
+    spec = {**spec, "model_runner": args.model_runner, "v2_spec_host": args.v2_spec_host}
+    timeout = args.timeout
     path = out / f"{child_name(spec)}.json"
     log = path.with_suffix(".log")
     cmd = [sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check", "--out", str(out),
@@ -355,7 +353,7 @@ def main(args) -> int:
         modes = [m.strip() for m in args.parity_modes.split(",")]
         for spec in [m == "spec_ngram" for m in modes]:
             res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "model_dir": str(model_dir)},
-                             out, args.timeout, args.model_runner, args.v2_spec_host) for b in backends}
+                             out, args) for b in backends}
             key = (("spec_ngram" if spec else "no_spec") + ("" if args.model_runner == "default" else f"_{args.model_runner}")
                    + ("_v2spechost" if args.v2_spec_host else ""))
             done = {b: r for b, r in res.items() if r is not None}
@@ -373,7 +371,7 @@ def main(args) -> int:
             if "FLASHINFER_HOST" in backends:
                 # The same engine run once more under vLLM's own sync checker, in error mode.
                 chk = _spawn({"phase": "parity", "backend": "FLASHINFER_HOST", "spec": spec, "vllm_check": True,
-                              "model_dir": str(model_dir)}, out, args.timeout, args.model_runner, args.v2_spec_host)
+                              "model_dir": str(model_dir)}, out, args)
                 entry["vllm_gpu_sync_check_error_mode"] = {
                     "completed": chk is not None,
                     "tokens_identical_to_counted_run": chk is not None and "FLASHINFER_HOST" in done
@@ -383,16 +381,15 @@ def main(args) -> int:
                       f"{entry['vllm_gpu_sync_check_error_mode']}", flush=True)
             summary[key] = entry
             for b, c in entry["counters"].items():
-                print(f"{key:10s} {b:16s} builds {c['builds']:5d} (mixed {c['mixed_builds']}, "
-                      f"spec {c['spec_builds']})  host syncs {c['syncs']:5d} in {c['builds_with_sync']} builds"
+                print(f"{key:10s} {b:16s} builds {c['builds']:5d} (mixed {c['mixed_builds']})  "
+                      f"host syncs {c['syncs']:5d} in {c['builds_with_sync']} builds"
                       + (f"  identical={entry['parity'][b]['identical']}" if "parity" in entry else "")
                       + f"  drafts {(entry['spec_decode'].get(b) or {}).get('spec_decode_num_drafts')}",
                       flush=True)
     if "decode" in phases:
         sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
         dec = {b: _spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
-                          "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args.timeout,
-                          args.model_runner, args.v2_spec_host)
+                          "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args)
                for b in backends}
         summary["decode"] = {b: r for b, r in dec.items() if r is not None}
         if all(dec.values()) and len(backends) == 2:

@@ -150,7 +150,9 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
     # vLLM's own encoder timer (synchronised wall time of each encoder forward, per request):
     # images/s of the ViT itself, free of host-side image preprocessing. It synchronises with
     # torch.accelerator, which a CUDA build of torch without a GPU cannot (vLLM's CPU platform).
-    kwargs["enable_mm_processor_stats"] = _has_accelerator()
+    import torch
+
+    kwargs["enable_mm_processor_stats"] = torch.cuda.is_available()
     llm = LLM(**kwargs)
     tokenizer = llm.get_tokenizer()
 
@@ -199,12 +201,6 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
     return {"repeats": repeats, "engine_settings": {**NO_CACHES, "images_per_repeat": n_images,
                                                     "encoder_timer": kwargs["enable_mm_processor_stats"],
                                                     "fresh_images_each_repeat": True}}
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def encoder_forward_s(llm) -> float | None:
