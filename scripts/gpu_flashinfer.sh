@@ -6,7 +6,8 @@
 #   parity MODES   : vit-parity check-flashinfer-host --phases parity (MODES: no_spec,spec_ngram);
 #                    RUNNER=v1 runs vLLM's V1 model runner (0.32's default on CUDA is V2);
 #                    V2SPEC=1 lets FLASHINFER_HOST plan V2-runner spec-decode steps on the host
-#   decode         : vit-parity check-flashinfer-host --phases decode (256 in / 128 out, bs 1..256)
+#   decode [SIZES] : vit-parity check-flashinfer-host --phases decode (256 in / 128 out, bs 1..256);
+#                    CG=1 with vLLM's CUDA graphs, ROUNDS=N engines per backend in ABBA order
 # FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
 # builder step uses the engine model's attention shape, so it also warms the cache for the rest.
 set -o pipefail
@@ -25,7 +26,7 @@ case "$1" in
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;
   decode)
-    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases decode ${2:+--decode-batch-sizes $2} \
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases decode ${2:+--decode-batch-sizes $2} ${CG:+--cudagraphs} --rounds ${ROUNDS:-1} \
       2>&1 | tail -60
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;

@@ -67,3 +67,20 @@ def test_build_counter_counts_each_outermost_build_once(tmp_path, monkeypatch):
     assert (d["builds"], d["mixed_builds"], d["syncs"], d["max_reqs"]) == (3, 2, 0, 3)
     stats = counter.builder_stats()
     assert stats == {"builders": 2, "host_builds": 3, "fallback_counts": {"async_spec": 1}}
+
+
+def test_decode_rounds_start_abba_and_pool_every_rounds_repeats():
+    order = engine_check.abba(["FLASHINFER", "FLASHINFER_HOST"], 3)
+    assert [b for _, b in order] == ["FLASHINFER", "FLASHINFER_HOST", "FLASHINFER_HOST", "FLASHINFER",
+                                     "FLASHINFER", "FLASHINFER_HOST"]
+    assert [r for r, _ in order] == [0, 0, 1, 1, 2, 2]
+    r0 = {"rows": [engine_check.decode_row(4, [1.0, 1.2, 1.1], [0.1, 0.1, 0.1])]}
+    r1 = {"rows": [engine_check.decode_row(4, [2.0, 2.2, 2.1], [0.3, 0.3, 0.3])]}
+    (row,) = engine_check.pool_decode_rounds([r0, r1])
+    assert row["t128_s"] == [1.0, 1.2, 1.1, 2.0, 2.2, 2.1]
+    # medians of the pooled repeats (1.6 s and 0.2 s), not of either round (1.1 s, 2.1 s)
+    assert row["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.6)
+    assert row["tpot_ms"] == pytest.approx((1.6 - 0.2) / 127 * 1000)
+    names = {engine_check.child_name({"phase": "decode", "backend": "FLASHINFER", "cudagraphs": cg, "round": r})
+             for cg in (False, True) for r in (0, 1)}
+    assert len(names) == 4  # no child overwrites another's JSON

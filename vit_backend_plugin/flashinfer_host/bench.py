@@ -4,7 +4,8 @@ Default ("full") mode (needs vLLM + flashinfer + a CUDA GPU): builds vLLM's stoc
 ``FlashInferMetadataBuilder`` and our ``FlashInferHostMetadataBuilder`` from the same
 VllmConfig (a tiny local Llama config, no weights; one pair per number of speculative
 tokens), builds every batch's ``CommonAttentionMetadata`` once, then per mode and batch size
-times ``build()`` of both on that same object and counts the synchronising CUDA operations
+times ``build()`` of both on that same object (alternating call by call, each from an idle GPU;
+and, as ``*_queued_us``, back to back without synchronising) and counts the synchronising CUDA operations
 of each (:func:`.sync_count.count_syncs`, torch's detector in "warn" mode).
 
 ``--planner-only`` (needs only torch + numpy + a CUDA GPU; vLLM optional): what our builder
@@ -189,8 +190,30 @@ def _time(fn, iters, warmup, torch):
         fn()
         ts.append(time.perf_counter() - t0)
     torch.cuda.synchronize()
+    return _stats(ts)
+
+
+def _stats(ts) -> dict:
     ts = np.array(ts) * 1e6
     return {"median_us": float(np.median(ts)), "p90_us": float(np.percentile(ts, 90)), "mean_us": float(ts.mean())}
+
+
+def _time_alternating(fns: dict, iters, warmup, torch) -> dict:
+    """Each call timed alone from an idle GPU (synchronised before, not inside, the timed region),
+    the candidates alternating call by call (ABBA), so clock and queue drift hit both alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    ts = {n: [] for n in names}
+    for i in range(iters):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fns[n]()
+            ts[n].append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    return {n: _stats(v) for n, v in ts.items()}
 
 
 def _detector_armed(torch) -> tuple[bool, str | None]:
@@ -375,11 +398,13 @@ def run_full(args, torch) -> dict:
                 decision = ours._decide(cam)
                 row["host_path"] = decision if isinstance(decision, str) else "host"
                 before = (ours.host_builds, dict(ours.fallback_counts))
-                md = {}
-                for name, b in (("stock", stock), ("host", ours)):
-                    fn = lambda b=b, cam=cam: b.build(0, cam)  # noqa: E731
-                    md[name] = fn()
-                    row[f"{name}_us"] = _time(fn, args.iters, args.warmup, torch)
+                fns = {name: (lambda b=b, cam=cam: b.build(0, cam)) for name, b in (("stock", stock), ("host", ours))}
+                md = {name: fn() for name, fn in fns.items()}
+                alone = _time_alternating(fns, args.iters, args.warmup, torch)
+                for name, fn in fns.items():
+                    row[f"{name}_us"] = alone[name]
+                    # back to back, no synchronisation between builds (queued GPU work included)
+                    row[f"{name}_queued_us"] = _time(fn, args.iters, args.warmup, torch)
                     torch.cuda.synchronize()
                     row[f"{name}_syncs"], row[f"{name}_sync_message"] = _syncs(fn)
                     torch.cuda.synchronize()
@@ -391,7 +416,9 @@ def run_full(args, torch) -> dict:
                                      if v != before[1].get(k, 0)}
             rows.append(row)
             print(f"{mode:6s} bs={bs:4d} stock {row['stock_us']['median_us']:8.1f} us syncs={row['stock_syncs']} | "
-                  f"host {row['host_us']['median_us']:8.1f} us syncs={row['host_syncs']} ({row['host_path']})",
+                  f"host {row['host_us']['median_us']:8.1f} us syncs={row['host_syncs']} ({row['host_path']}) | "
+                  f"host/stock {row['host_us']['median_us'] / row['stock_us']['median_us']:.2f} | queued "
+                  f"{row['stock_queued_us']['median_us']:.0f}/{row['host_queued_us']['median_us']:.0f} us",
                   flush=True)
     return {"bench": "full", "sync_steps": SYNC_STEPS, "detector_armed": armed, "detector_message": armed_msg,
             "builders": {str(k): builder_facts(v[2]) for k, v in builders.items()}, "rows": rows}

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: no_spec, spec_ngram (n-gram speculative decoding)")
     parser.add_argument("--decode-batch-sizes", default="1,2,4,8,16,32,64,128,256")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per decode batch size")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="decode phase: engines per backend, started in ABBA order (stock, ours, "
+                             "ours, stock, ...); each batch size's medians pool every round's repeats")
     parser.add_argument("--cudagraphs", action="store_true",
                         help="decode phase with vLLM's default CUDA graphs (default: enforce_eager)")
     parser.add_argument("--model-runner", choices=["default", "v1", "v2"], default="default",
@@ -258,18 +261,41 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
         timed(bs, 4)
         full = [timed(bs, 128) for _ in range(repeats)]
         first = [timed(bs, 1) for _ in range(repeats)]
-        t128, t1 = statistics.median(full), statistics.median(first)
-        rows.append({"batch_size": bs, "t128_s": full, "t1_s": first,
-                     "tpot_ms": (t128 - t1) / 127 * 1000.0, "output_tokens_per_s": bs * 128 / t128})
+        rows.append(decode_row(bs, full, first))
         print(f"{backend} bs={bs:4d} TPOT {rows[-1]['tpot_ms']:.3f} ms  "
               f"{rows[-1]['output_tokens_per_s']:.0f} tok/s", flush=True)
     return {"backend": backend, "cudagraphs": cudagraphs, "rows": rows,
             "attention_backend_in_engine": _engine_backend_name(llm)}
 
 
+def decode_row(bs: int, t128_s: list[float], t1_s: list[float]) -> dict:
+    """TPOT from the medians of 128-token and 1-token generations of the same batch size."""
+    t128, t1 = statistics.median(t128_s), statistics.median(t1_s)
+    return {"batch_size": bs, "t128_s": list(t128_s), "t1_s": list(t1_s),
+            "tpot_ms": (t128 - t1) / 127 * 1000.0, "output_tokens_per_s": bs * 128 / t128}
+
+
+def pool_decode_rounds(results: list[dict]) -> list[dict]:
+    """One backend's decode children (one per round) as one row per batch size, every round's
+    repeats pooled before the medians."""
+    by_bs: dict[int, tuple[list, list]] = {}
+    for res in results:
+        for r in res["rows"]:
+            t128, t1 = by_bs.setdefault(r["batch_size"], ([], []))
+            t128 += r["t128_s"]
+            t1 += r["t1_s"]
+    return [decode_row(bs, *ts) for bs, ts in by_bs.items()]
+
+
+def abba(backends: list[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, backend) in start order: stock, ours, ours, stock, ... so drift hits both alike."""
+    return [(r, b) for r in range(rounds) for b in (backends if r % 2 == 0 else backends[::-1])]
+
+
 def child_name(spec: dict) -> str:
     runner = spec.get("model_runner", "default")
     return (f"{spec['phase']}_{spec['backend']}{'_spec' if spec.get('spec') else ''}"
+            f"{'_cudagraphs' if spec.get('cudagraphs') else ''}{'_r%d' % spec['round'] if spec.get('round') else ''}"
             f"{'_vllmcheck' if spec.get('vllm_check') else ''}{'' if runner == 'default' else '_' + runner}"
             f"{'_v2spechost' if spec.get('v2_spec_host') else ''}")
 
@@ -388,17 +414,23 @@ def main(args) -> int:
                       flush=True)
     if "decode" in phases:
         sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
-        dec = {b: _spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
-                          "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args)
-               for b in backends}
-        summary["decode"] = {b: r for b, r in dec.items() if r is not None}
+        runs: dict[str, list] = {b: [] for b in backends}
+        for rnd, b in abba(backends, args.rounds):
+            runs[b].append(_spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
+                                   "cudagraphs": args.cudagraphs, "round": rnd, "model_dir": str(model_dir)},
+                                  out, args))
+        dec = {b: ({**rs[0], "rounds": len(rs), "rows": pool_decode_rounds(rs)} if all(rs) else None)
+               for b, rs in runs.items()}
+        key = ("decode" + ("_cudagraphs" if args.cudagraphs else "")
+               + ("" if args.model_runner == "default" else f"_{args.model_runner}"))
+        summary[key] = {b: r for b, r in dec.items() if r is not None}
         if all(dec.values()) and len(backends) == 2:
             a, b = (dec[x]["rows"] for x in backends)
-            summary["decode_ratio_host_over_stock"] = [
+            summary[key + "_ratio_host_over_stock"] = [
                 {"batch_size": ra["batch_size"], "tpot_stock_over_host": ra["tpot_ms"] / rb["tpot_ms"],
                  "tok_s_host_over_stock": rb["output_tokens_per_s"] / ra["output_tokens_per_s"]}
                 for ra, rb in zip(a, b, strict=True)]
-            for r in summary["decode_ratio_host_over_stock"]:
+            for r in summary[key + "_ratio_host_over_stock"]:
                 print(f"decode bs={r['batch_size']:4d} tok/s host/stock {r['tok_s_host_over_stock']:.3f}  "
                       f"TPOT stock/host {r['tpot_stock_over_host']:.3f}", flush=True)
     summary["ok"] = bool(ok) and summary.get("ok", True)
