@@ -295,7 +295,7 @@ def abba(backends: list[str], rounds: int) -> list[tuple[int, str]]:
 def child_name(spec: dict) -> str:
     runner = spec.get("model_runner", "default")
     return (f"{spec['phase']}_{spec['backend']}{'_spec' if spec.get('spec') else ''}"
-            f"{'_cudagraphs' if spec.get('cudagraphs') else ''}{'_r%d' % spec['round'] if spec.get('round') else ''}"
+            f"{'_cudagraphs' if spec.get('cudagraphs') else ''}{'_r' + str(spec['round']) if spec.get('round') else ''}"
             f"{'_vllmcheck' if spec.get('vllm_check') else ''}{'' if runner == 'default' else '_' + runner}"
             f"{'_v2spechost' if spec.get('v2_spec_host') else ''}")
 
