@@ -4,8 +4,8 @@
 # /tmp/site (scripts/gpu_bench_kernels.sh install). The speed table in use is the shipped one
 # (data/speed_table.json) unless VIT_SPEED_TABLE names another.
 #   BACKENDS=FLASH_ATTN,TRITON_ATTN,AUTO bash scripts/gpu_engine_runs.sh eval_configs/h100_vit_qwen2_vl_7b.yaml [...]
-# Each config: `vit-parity run` (fresh process per backend, resumable), then its report.md and
-# summary.json are copied to $OUT/<config name>/, and images/s per backend are printed.
+# Each config: `vit-parity run` (fresh process per backend, resumable), then its run directory
+# (lm-eval samples left out) is tarred to $OUT/<config name>.tgz, and images/s per backend are printed.
 set -o pipefail
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
   VLLM_USE_FLASHINFER_SAMPLER=0
@@ -15,8 +15,9 @@ for cfg in "$@"; do
   echo "== $name ($(date +%T))"
   timeout "$LIMIT" python3 -m vit_backend_plugin.cli run "$cfg" ${BACKENDS:+--backends $BACKENDS} 2>&1 \
     | grep -v "Warn\|^\s*$" | tail -8
-  mkdir -p "$OUT/$name"
-  cp reports/"$name"/report.md reports/"$name"/summary.json "$OUT/$name/" 2>/dev/null
+  # the run directory without lm-eval's samples: report, summary, and per backend what
+  # `vit-parity record-engine` reads (throughput.json, throughput.log with the plugin's line)
+  tar czf "$OUT/$name.tgz" --exclude=lm_eval -C reports "$name"
   grep -h "ViT attention:" reports/"$name"/*/*.log 2>/dev/null | sed 's/.*ViT attention:/ViT attention:/' | sort | uniq -c
   python3 - "$name" <<'PY'
 import json, sys
