@@ -1,15 +1,15 @@
 """How much of a ViT's encoder time any attention backend can save (Amdahl bound), on the GPU.
 
-Re-runs one backend's throughput phase of a finished `vit-parity run` (its recorded spec in
-command.json), in one process (VLLM_ENABLE_V1_MULTIPROCESSING=0), twice in separate invocations:
+Runs the throughput phase of a `vit-parity run` config for one backend, in one process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0), one backend per invocation:
 
-    python scripts/gpu_attention_share.py reports/<run>/<BACKEND> stock     # the spec as recorded
-    python scripts/gpu_attention_share.py reports/<run>/VIT_TRITON null     # attention costs ~0
+    python scripts/gpu_attention_share.py eval_configs/<config>.yaml FLASH_ATTN       # as vLLM runs it
+    python scripts/gpu_attention_share.py eval_configs/<config>.yaml VIT_TRITON null  # attention ~0
 
 `null` makes the plugin's kernel return an uninitialised output (no attention FLOPs, no reads),
-so the encoder timer measures everything but attention: stock / null is the most any backend
+so vLLM's encoder timer measures everything but attention: stock / null is the most any backend
 can gain on this ViT. A diagnostic, not a backend: outputs are garbage (dummy weights anyway).
-Prints one JSON line; the device driver collects them.
+Prints one `ATTENTION_SHARE {json}` line.
 """
 
 from __future__ import annotations
@@ -17,20 +17,29 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 def main() -> int:
-    backend_dir, mode = sys.argv[1], sys.argv[2]
+    config, backend = sys.argv[1], sys.argv[2]
+    mode = sys.argv[3] if len(sys.argv) > 3 else "as_run"
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the patch below must reach the worker
-    cmd = json.load(open(os.path.join(backend_dir, "command.json")))["throughput"]
-    spec = json.loads(cmd["argv"][cmd["argv"].index("--spec") + 1])
-    os.environ.update(cmd.get("env") or {})
+    from vit_backend_plugin.harness.commands import backend_env, throughput_spec
+    from vit_backend_plugin.harness.config import load_config
+    from vit_backend_plugin.harness.runner import resolve_demo_refs
+
+    cfg = load_config(config)
+    model, include = resolve_demo_refs(cfg)  # builds the demo:// model folder once
+    cfg = cfg.model_copy(update={"model": model, "include_path": include})
+    spec = throughput_spec(cfg, backend, Path(tempfile.mkdtemp()))
+    os.environ.update(backend_env(cfg, backend))
     if mode == "null":
         import torch
 
         from vit_backend_plugin.vllm_glue import mm_encoder
 
-        assert spec["backend"] in ("VIT_TRITON", "VIT_AUTO"), "null mode needs a plugin backend's spec"
+        assert backend in ("VIT_TRITON", "VIT_AUTO"), "null mode runs through a plugin backend's op"
         mm_encoder.get_kernel = lambda name: (lambda q, k, v, cu, max_len, scale: torch.empty_like(q))
     from vit_backend_plugin.harness.throughput import median_metrics, run_vllm
 

@@ -257,29 +257,29 @@ def test_unclaimed_modes_fall_back_to_stock_once_logged(env, caplog, mode, reaso
     assert len(lines) == 1
 
 
-def test_v2_runner_spec_decode_is_opt_in_and_adaptive_verification_falls_back(env, monkeypatch):
-    """vLLM 0.32 runs its V2 model runner on CUDA. Spec-decode steps there go to stock unless
-    VIT_FLASHINFER_HOST_V2_SPEC=1 (not yet shown on a GPU); with it, they plan from the host
-    (seq_lens on the meta device: no device read); adaptive verification always goes to stock."""
+def test_v2_runner_spec_decode_plans_on_host_unless_opted_out_and_adaptive_falls_back(env, monkeypatch):
+    """vLLM 0.32 runs its V2 model runner on CUDA. Spec-decode steps there plan from the host
+    (seq_lens on the meta device: no device read) by default, since the H100 engine check;
+    VIT_FLASHINFER_HOST_V2_SPEC=0 sends them to stock; adaptive verification always goes to stock."""
     from vit_backend_plugin.flashinfer_host.builder import V2_SPEC_ENV
 
     # vLLM refuses a V2-runner config without Triton (the CPU platform): set what __init__
     # derives from vllm_config.use_v2_model_runner (the H100 engine run logged that path).
+    monkeypatch.setenv(V2_SPEC_ENV, "0")
+    opted_out = env["make"](num_spec=3)
+    opted_out._v2_runner = True
+    with pytest.raises(NotImplementedError, match="meta"):
+        opted_out.build(0, batch([1, 1, 200], [40, 47, 0], seq_device="meta")[0])
+    assert opted_out.fallback_counts == {"v2_runner_spec": 1}
+
     monkeypatch.delenv(V2_SPEC_ENV, raising=False)
     default = env["make"](num_spec=3)
     default._v2_runner = True
-    with pytest.raises(NotImplementedError, match="meta"):
-        default.build(0, batch([1, 1, 200], [40, 47, 0], seq_device="meta")[0])
-    assert default.fallback_counts == {"v2_runner_spec": 1}
-
-    monkeypatch.setenv(V2_SPEC_ENV, "1")
-    opted = env["make"](num_spec=3)
-    opted._v2_runner = True
     cam, qo, seq, bt = batch([1, 1, 200], [40, 47, 0], seq_device="meta")
-    opted.build(0, cam)
-    assert opted.host_builds == 1 and not opted.fallback_counts
+    default.build(0, cam)
+    assert default.host_builds == 1 and not default.fallback_counts
     _, plan, _ = expected(qo, seq, bt)
-    assert opted._decode_wrapper.calls[0]["seq_lens"].tolist() == plan.kv_lens_decode.tolist()
+    assert default._decode_wrapper.calls[0]["seq_lens"].tolist() == plan.kv_lens_decode.tolist()
 
     adaptive = env["make"](num_spec=3)
     adaptive._v2_runner = True

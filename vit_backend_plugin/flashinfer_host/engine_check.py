@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-runner", choices=["default", "v1", "v2"], default="default",
                         help="vLLM's model runner (0.32 uses V2 on CUDA by default; FLASHINFER_HOST "
                              "plans spec-decode steps from the host only under V1)")
-    parser.add_argument("--v2-spec-host", action="store_true",
-                        help="set VIT_FLASHINFER_HOST_V2_SPEC=1: FLASHINFER_HOST plans V2-runner "
-                             "spec-decode steps on the host (opt-in until this check passes on a GPU)")
+    parser.add_argument("--v2-spec-host", choices=["default", "on", "off"], default="default",
+                        help="VIT_FLASHINFER_HOST_V2_SPEC for the children: FLASHINFER_HOST plans V2-runner "
+                             "spec-decode steps on the host (on by default since the H100 check)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
@@ -297,15 +297,15 @@ def child_name(spec: dict) -> str:
     return (f"{spec['phase']}_{spec['backend']}{'_spec' if spec.get('spec') else ''}"
             f"{'_cudagraphs' if spec.get('cudagraphs') else ''}{'_r' + str(spec['round']) if spec.get('round') else ''}"
             f"{'_vllmcheck' if spec.get('vllm_check') else ''}{'' if runner == 'default' else '_' + runner}"
-            f"{'_v2spechost' if spec.get('v2_spec_host') else ''}")
+            f"{'' if spec.get('v2_spec_host', 'default') == 'default' else '_v2spechost_' + spec['v2_spec_host']}")
 
 
 def run_child(spec: dict) -> dict:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process
-    if spec.get("v2_spec_host"):
+    if spec.get("v2_spec_host", "default") != "default":
         from vit_backend_plugin.flashinfer_host.builder import V2_SPEC_ENV
 
-        os.environ[V2_SPEC_ENV] = "1"
+        os.environ[V2_SPEC_ENV] = "1" if spec["v2_spec_host"] == "on" else "0"
     if spec.get("model_runner") in ("v1", "v2"):
         os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1" if spec["model_runner"] == "v2" else "0"
     if spec.get("vllm_check"):
@@ -381,7 +381,7 @@ def main(args) -> int:
             res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "model_dir": str(model_dir)},
                              out, args) for b in backends}
             key = (("spec_ngram" if spec else "no_spec") + ("" if args.model_runner == "default" else f"_{args.model_runner}")
-                   + ("_v2spechost" if args.v2_spec_host else ""))
+                   + ("" if args.v2_spec_host == "default" else f"_v2spechost_{args.v2_spec_host}"))
             done = {b: r for b, r in res.items() if r is not None}
             entry = {"ran": sorted(done), "counters": {b: r["counter"] for b, r in done.items()},
                      "builder": {b: r["builder"] for b, r in done.items()},
