@@ -95,7 +95,7 @@ def test_installed_copy_runs_kernel_explain_and_report(installed, tmp_path):
     assert res["rel_err"] < 1e-2
     assert res["explain_rc"] == 0 and res["explain"]["chosen"]
     # the shipped speed table (package data) was read: its kernel rows made VIT_AUTO the measured
-    # pick for d80 on an H100, and its engine runs (VIT_AUTO 0.96x FLASH_ATTN) overruled that
+    # pick for d80 on an H100, and its engine runs (VIT_AUTO 0.98x FLASH_ATTN) overruled that
     assert res["explain"]["how"] == "static" and res["explain"]["chosen"] == "FLASH_ATTN"
     assert "kernel-table choice VIT_AUTO not taken" in res["explain"]["why"]
     assert "engine run h100_vit_qwen2_vl_7b" in res["explain"]["why"]
