@@ -6,7 +6,7 @@
 #   parity MODES   : vit-parity check-flashinfer-host --phases parity (MODES: no_spec,spec_ngram);
 #                    RUNNER=v1 runs vLLM's V1 model runner (0.32's default on CUDA is V2);
 #                    V2SPEC=on|off sets VIT_FLASHINFER_HOST_V2_SPEC (host planning of V2-runner
-#                    spec-decode steps; on by default)
+#                    spec-decode steps; on by default); CG=1 with vLLM's CUDA graphs
 #   decode [SIZES] : vit-parity check-flashinfer-host --phases decode (256 in / 128 out, bs 1..256);
 #                    CG=1 with vLLM's CUDA graphs, ROUNDS=N engines per backend in ABBA order
 # FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
@@ -22,7 +22,7 @@ case "$1" in
       --iters 200 --warmup 20 --out $OUT/h100_builder.json 2>&1 | grep -v Warn | tail -45
     ;;
   parity)
-    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases parity --parity-modes "${2:-no_spec,spec_ngram}" --model-runner ${RUNNER:-default} --v2-spec-host ${V2SPEC:-default} \
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases parity --parity-modes "${2:-no_spec,spec_ngram}" --model-runner ${RUNNER:-default} --v2-spec-host ${V2SPEC:-default} ${CG:+--cudagraphs} \
       2>&1 | tail -80
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;

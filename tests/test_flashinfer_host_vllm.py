@@ -332,8 +332,10 @@ def test_same_split_and_plan_arguments_as_vllms_stock_builder(tmp_path):
     """On the same CommonAttentionMetadata: vLLM's own split_decodes_and_prefills gives our
     metadata's split, and FlashInfer's plan() gets from us exactly what it gets from vLLM's stock
     FlashInferMetadataBuilder (the CUDA-graph decode wrapper choice included); the XQA decode
-    metadata is field for field the same. vLLM disables Triton on CPU, so its page-index copy
-    kernel (vLLM's own function) runs here in Triton's interpreter."""
+    metadata is field for field the same, and so are the device indptr / last-page-length buffers
+    that CUDA-graph decode wrappers read (FlashInfer's graph-mode plan copies neither). vLLM
+    disables Triton on CPU, so its page-index copy kernel (vLLM's own function) runs here in
+    Triton's interpreter."""
     proc, res = run_snippet(f"""
 import dataclasses, json, sys
 from pathlib import Path
@@ -388,6 +390,11 @@ for qlens, ctx, causal, cfg in PLAN_CASES:
                  smd.num_prefill_tokens],
                  "ours": calls(ours), "stock": calls(stock), "host_builds": ours.host_builds,
                  "ours_decode": decode_md(md), "stock_decode": decode_md(smd),
+                 # what CUDA-graph decode wrappers read on the device (graph-mode plans copy neither)
+                 "ours_bufs": [ours.paged_kv_indptr.gpu[:len(qlens) + 1].tolist(),
+                               ours.paged_kv_last_page_len.gpu[:len(qlens)].tolist()],
+                 "stock_bufs": [stock.paged_kv_indptr.gpu[:len(qlens) + 1].tolist(),
+                                stock.paged_kv_last_page_len.gpu[:len(qlens)].tolist()],
                  "fallbacks": ours.fallback_counts}})
 print("RESULT " + json.dumps(out))
 """, env={"TRITON_INTERPRET": "1"})
@@ -409,6 +416,8 @@ print("RESULT " + json.dumps(out))
                         x, y = x[:n], y[:n]
                     assert x == y, (case, w, key, x, y)
         ragged = cfg.get("xqa") and qlens[:2] == [4, 2]
+        if sum(len(v) for v in stock.values()):  # a native FlashInfer plan: its device buffers
+            assert r["ours_bufs"] == r["stock_bufs"], (case, r["ours_bufs"], r["stock_bufs"])
         if not causal:
             assert r["fallbacks"] == {"non_causal": 1} and r["host_builds"] == 0
             assert ours["_prefill_wrapper"][0]["causal"] is False

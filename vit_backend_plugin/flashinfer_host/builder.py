@@ -93,6 +93,9 @@ VLLM_BUILDER_BUFFERS = {
                        "and the CUDA-graph decode wrappers' indptr buffer",
     "paged_kv_indices": "device page indices; CUDA-graph decode wrappers plan over this very "
                         "buffer (fast_plan_decode does not copy indices in graph mode)",
+    "paged_kv_last_page_len": "CpuGpuBuffer; .gpu is the CUDA-graph decode wrappers' last-page "
+                              "buffer, which FlashInfer's fast_decode_plan does not fill in graph "
+                              "mode (stock's _compute_flashinfer_kv_metadata does)",
 }
 # Resolved settings read from the stock builder (set by its __init__ from the config, the KV
 # spec and the platform; re-deriving them would copy vLLM's selection logic).
@@ -265,6 +268,11 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         indices = None
         if npf or not decode_trtllm:
             indices = self._page_indices(t["indptr"][: n + 1], int(plan.paged_kv_indptr[n]), cam.block_table_tensor)
+            # The CUDA-graph decode wrappers read the indptr and last-page lengths from these
+            # device buffers, and in graph mode FlashInfer's fast_decode_plan copies neither
+            # (stock fills both in _compute_flashinfer_kv_metadata): without this, graph replays
+            # attend over stale last-page lengths.
+            self.paged_kv_last_page_len.gpu[:n].copy_(t["last_page_len"][:n], non_blocking=True)
         common = dict(
             num_qo_heads=self.num_qo_heads, num_kv_heads=self.num_kv_heads,
             page_size=self.page_size, sm_scale=self.sm_scale, window_left=self.window_left,
@@ -304,11 +312,11 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
     def _page_indices(self, indptr_host: torch.Tensor, num_pages: int, block_table: torch.Tensor):
         out = self.paged_kv_indices[:num_pages]
         n = indptr_host.shape[0] - 1
+        indptr_dev = self.paged_kv_indptr.gpu[: n + 1]
+        indptr_dev.copy_(indptr_host, non_blocking=True)  # pinned -> device, async
         if block_table.device.type == "cpu":  # CPU tests: the gather on the host, same arrays
             planning.paged_kv_indices(block_table.numpy(), indptr_host.numpy(), out.numpy())
             return out
-        indptr_dev = self.paged_kv_indptr.gpu[: n + 1]
-        indptr_dev.copy_(indptr_host, non_blocking=True)  # pinned -> device, async
         _copy_page_indices_kernel[(n,)](out, block_table, block_table.stride(0), indptr_dev, BLOCK_SIZE=1024)
         return out
 

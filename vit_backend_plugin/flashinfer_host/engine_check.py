@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decode phase: engines per backend, started in ABBA order (stock, ours, "
                              "ours, stock, ...); each batch size's medians pool every round's repeats")
     parser.add_argument("--cudagraphs", action="store_true",
-                        help="decode phase with vLLM's default CUDA graphs (default: enforce_eager)")
+                        help="both phases with vLLM's default compilation and CUDA graphs "
+                             "(default: enforce_eager)")
     parser.add_argument("--model-runner", choices=["default", "v1", "v2"], default="default",
                         help="vLLM's model runner (0.32 uses V2 on CUDA by default; FLASHINFER_HOST "
                              "plans spec-decode steps from the host only under V1)")
@@ -184,7 +185,7 @@ def _llm(model_dir: Path, backend: str, **kw):
                dtype="bfloat16", enable_prefix_caching=False, **kw)
 
 
-def child_parity(model_dir: Path, backend: str, spec: bool, vllm_check: bool) -> dict:
+def child_parity(model_dir: Path, backend: str, spec: bool, vllm_check: bool, cudagraphs: bool = False) -> dict:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
@@ -197,7 +198,7 @@ def child_parity(model_dir: Path, backend: str, spec: bool, vllm_check: bool) ->
 
             counter.wrap(FlashInferHostMetadataBuilder)
     kw = {"speculative_config": dict(SPEC_CONFIG)} if spec else {}
-    llm = _llm(model_dir, backend, enforce_eager=True, max_model_len=2048, max_num_seqs=32,
+    llm = _llm(model_dir, backend, enforce_eager=not cudagraphs, max_model_len=2048, max_num_seqs=32,
                max_num_batched_tokens=512, gpu_memory_utilization=0.5, disable_log_stats=False, **kw)
     redrawn = llm.apply_model(redraw_weights)[0]
     prompts = [TokensPrompt(prompt_token_ids=p) for p in parity_prompts(seed=7)]
@@ -315,7 +316,8 @@ def run_child(spec: dict) -> dict:
     model_dir = Path(spec["model_dir"])
     if spec["phase"] == "decode":
         return child_decode(model_dir, spec["backend"], spec["sizes"], spec["repeats"], spec["cudagraphs"])
-    return child_parity(model_dir, spec["backend"], spec["spec"], bool(spec.get("vllm_check")))
+    return child_parity(model_dir, spec["backend"], spec["spec"], bool(spec.get("vllm_check")),
+                        bool(spec.get("cudagraphs")))
 
 
 # ----------------------------------------------------------------------------- parent
@@ -378,9 +380,10 @@ def main(args) -> int:
     if "parity" in phases:
         modes = [m.strip() for m in args.parity_modes.split(",")]
         for spec in [m == "spec_ngram" for m in modes]:
-            res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "model_dir": str(model_dir)},
-                             out, args) for b in backends}
-            key = (("spec_ngram" if spec else "no_spec") + ("" if args.model_runner == "default" else f"_{args.model_runner}")
+            res = {b: _spawn({"phase": "parity", "backend": b, "spec": spec, "cudagraphs": args.cudagraphs,
+                              "model_dir": str(model_dir)}, out, args) for b in backends}
+            key = (("spec_ngram" if spec else "no_spec") + ("_cudagraphs" if args.cudagraphs else "")
+                   + ("" if args.model_runner == "default" else f"_{args.model_runner}")
                    + ("" if args.v2_spec_host == "default" else f"_v2spechost_{args.v2_spec_host}"))
             done = {b: r for b, r in res.items() if r is not None}
             entry = {"ran": sorted(done), "counters": {b: r["counter"] for b, r in done.items()},
@@ -397,7 +400,7 @@ def main(args) -> int:
             if "FLASHINFER_HOST" in backends:
                 # The same engine run once more under vLLM's own sync checker, in error mode.
                 chk = _spawn({"phase": "parity", "backend": "FLASHINFER_HOST", "spec": spec, "vllm_check": True,
-                              "model_dir": str(model_dir)}, out, args)
+                              "cudagraphs": args.cudagraphs, "model_dir": str(model_dir)}, out, args)
                 entry["vllm_gpu_sync_check_error_mode"] = {
                     "completed": chk is not None,
                     "tokens_identical_to_counted_run": chk is not None and "FLASHINFER_HOST" in done
