@@ -10,7 +10,7 @@ from vit_backend_plugin.resolver import Measurement, ResolveRequest, resolve
 from vit_backend_plugin.rundir import RunInfo
 
 
-def write_run(root, backends, encoder, log_names, head=72, dtype="bfloat16", engine="vllm"):
+def write_run(root, backends, encoder, log_names, head=72, dtype="bfloat16", engine="vllm", arch=None):
     RunInfo(run_id="siglip_896", engine=engine, backends=backends, baseline=backends[0],
             tasks=["mmmu_val"], model="m").write(root)
     for b in backends:
@@ -21,8 +21,9 @@ def write_run(root, backends, encoder, log_names, head=72, dtype="bfloat16", eng
         (d / "throughput.json").write_text(json.dumps({
             "engine": engine, "backend": b, "metrics": {"images_per_s": 1.0, "encoder_images_per_s": encoder[b]},
             "device": {"device": "NVIDIA H100 80GB HBM3", "capability": "9.0"}}))
+        arch_line = f"INFO [model.py:733] Resolved architecture: {arch}\n" if arch else ""
         (d / "throughput.log").write_text(
-            f"INFO [selector.py:80] ViT attention: {log_names[b]} (head_size={head}, dtype={dtype}; why)\n")
+            arch_line + f"INFO [selector.py:80] ViT attention: {log_names[b]} (head_size={head}, dtype={dtype}; why)\n")
 
 
 def test_run_becomes_an_engine_row_with_auto_recorded_as_its_choice(tmp_path):
@@ -50,6 +51,13 @@ def test_run_becomes_an_engine_row_with_auto_recorded_as_its_choice(tmp_path):
     assert resolve(ResolveRequest(**req)).chosen == "VIT_AUTO"
     assert resolve(ResolveRequest(**req, engine_measured=engine)).chosen == "FLASH_ATTN"
     assert isinstance(measured["VIT_AUTO"], Measurement)
+
+
+def test_the_model_architecture_vllm_resolved_is_recorded(tmp_path):
+    write_run(tmp_path, ["FLASH_ATTN", "VIT_AUTO"], {"FLASH_ATTN": 50.9, "VIT_AUTO": 54.9},
+              {"FLASH_ATTN": "FLASH_ATTN", "VIT_AUTO": "VIT_AUTO"}, head=80,
+              arch="Qwen2_5_VLForConditionalGeneration")
+    assert engine_evidence.entry_from_run(tmp_path).architecture == "Qwen2_5_VLForConditionalGeneration"
 
 
 def test_explicit_backend_beats_auto_resolving_to_it(tmp_path):

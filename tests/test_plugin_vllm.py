@@ -243,3 +243,18 @@ print("RESULT " + json.dumps({**out, "stock_calls": stock_calls,
     assert res["stock_calls"] == [[None, "dec"], ["bshd", "enc"]]  # the known call went to ours
     assert len(res["resolved"]) == 1
     assert len(res["warnings"]) == 1 and "unexpected signature" in res["warnings"][0]
+
+
+def test_selector_reads_the_architecture_of_the_model_being_built():
+    """Engine runs of the model's own architecture outrank other runs of its head size
+    (speed_table.engine_lookup); the selector takes the architecture from the vLLM config that
+    is current while the model is built, as vLLM's ModelConfig resolved it."""
+    from vllm.config import ModelConfig, VllmConfig, set_current_vllm_config
+
+    from vit_backend_plugin.harness.demo_assets import ensure_demo_assets
+    from vit_backend_plugin.vllm_glue import selector
+
+    mc = ModelConfig(model=str(ensure_demo_assets().model_dir), dtype="float32", max_model_len=2048)
+    assert selector.current_architecture() is None  # outside model building
+    with set_current_vllm_config(VllmConfig(model_config=mc)):
+        assert selector.current_architecture() == mc.architecture == "Qwen2VLForConditionalGeneration"

@@ -81,6 +81,13 @@ def test_engine_runs_are_looked_up_per_head_size_and_first_table_wins():
     assert st.engine_lookup((9, 0), "bfloat16", 64, tables=[user, shipped]) == {"s64": {"VIT_TRITON": 3.0}}
     assert st.engine_lookup((8, 0), "bfloat16", 64, tables=[user, shipped]) == {}
     assert st.engine_lookup(None, "bfloat16", 64, tables=[shipped]) == {}
+    # runs of the model's own architecture, where the table has some, are the evidence for it
+    arch = st.SpeedTable(engine=[
+        st.EngineEntry(run="a", head_size=80, encoder_images_per_s={"FLASH_ATTN": 1.0}, architecture="A", **run),
+        st.EngineEntry(run="b", head_size=80, encoder_images_per_s={"FLASH_ATTN": 2.0}, architecture="B", **run)])
+    assert set(st.engine_lookup((9, 0), "bfloat16", 80, tables=[arch], architecture="A")) == {"a"}
+    assert set(st.engine_lookup((9, 0), "bfloat16", 80, tables=[arch], architecture="C")) == {"a", "b"}
+    assert set(st.engine_lookup((9, 0), "bfloat16", 80, tables=[arch])) == {"a", "b"}
 
 
 def test_shipped_engine_runs_keep_stock_where_the_engine_showed_a_loss():
@@ -98,3 +105,21 @@ def test_shipped_engine_runs_keep_stock_where_the_engine_showed_a_loss():
         chosen[head] = resolve(ResolveRequest(head_size=head, dtype="bfloat16", capability=(9, 0), features=feats,
                                               measured=measured, engine_measured=engine)).chosen
     assert chosen == {64: "VIT_TRITON", 72: "FLASH_ATTN", 80: "FLASH_ATTN"}
+
+
+def test_shipped_engine_runs_of_the_models_architecture_outrank_other_runs():
+    """d80 on the H100: VIT_AUTO ran at 1.08x FLASH_ATTN on Qwen2.5-VL's windowed tower and at
+    0.98x on Qwen2-VL's: a Qwen2.5-VL model gets VIT_AUTO, Qwen2-VL and an architecture with no
+    run of its own (every d80 run counts, the loss included) keep FLASH_ATTN."""
+    from vit_backend_plugin.resolver import ResolveRequest, resolve
+
+    feats = frozenset({"vllm_flash_attn", "triton", "vit_triton_kernel", "torch_cudnn_sdpa", "flashinfer"})
+    measured, _ = st.lookup((9, 0), "bfloat16", 80)
+    chosen = {}
+    for arch in ("Qwen2_5_VLForConditionalGeneration", "Qwen2VLForConditionalGeneration",
+                 "Glm4vForConditionalGeneration", None):
+        engine = st.engine_lookup((9, 0), "bfloat16", 80, architecture=arch)
+        chosen[arch] = resolve(ResolveRequest(head_size=80, dtype="bfloat16", capability=(9, 0), features=feats,
+                                              measured=measured, engine_measured=engine)).chosen
+    assert chosen == {"Qwen2_5_VLForConditionalGeneration": "VIT_AUTO", "Qwen2VLForConditionalGeneration": "FLASH_ATTN",
+                      "Glm4vForConditionalGeneration": "FLASH_ATTN", None: "FLASH_ATTN"}

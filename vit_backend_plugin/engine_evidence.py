@@ -4,7 +4,9 @@ an engine row of the user-local speed table, which the resolver lets overrule ke
 Per backend directory it reads ``throughput.json`` (the median encoder images/s that vLLM's own
 encoder timer measured, and the device) and the plugin's log line from ``throughput.log``
 (``ViT attention: NAME (head_size=H, dtype=D; ...)``): the backend that really ran (AUTO is
-recorded as what it chose), the head size and the dtype. Kernel rows already in the table stay.
+recorded as what it chose), the head size and the dtype; and vLLM's "Resolved architecture"
+line, the model class (runs of the user's architecture outrank the others). Kernel rows already
+in the table stay.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vit_backend_plugin.report.load import load_backend
 from vit_backend_plugin.rundir import RunInfo
 
 LOG_LINE = re.compile(r"ViT attention: (\w+) \(head_size=(\d+), dtype=(\w+)")
+ARCH_LINE = re.compile(r"Resolved architecture: (\w+)")  # vLLM's model-config log line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +40,7 @@ def entry_from_run(run_dir: Path) -> speed_table.EngineEntry:
     ips: dict[str, float] = {}
     explicit: set[str] = set()
     facts: set[tuple[int, str]] = set()
+    archs: set[str] = set()
     device = capability = None
     for backend in info.backends:
         tp = load_backend(Path(run_dir), backend).throughput  # the report's validated reader
@@ -52,6 +56,7 @@ def entry_from_run(run_dir: Path) -> speed_table.EngineEntry:
             continue
         ran, head, dtype = m.group(1), int(m.group(2)), m.group(3)
         facts.add((head, dtype))
+        archs.update(ARCH_LINE.findall(log))
         dev = tp.get("device") or {}
         device, capability = dev.get("device"), dev.get("capability")
         if ran in explicit:  # the backend named explicitly wins over AUTO resolving to it
@@ -65,10 +70,13 @@ def entry_from_run(run_dir: Path) -> speed_table.EngineEntry:
     if len(facts) != 1 or capability is None:
         raise EvidenceError(f"{run_dir}: backends disagree on head size/dtype or no device: {sorted(facts)}")
     (head, dtype), = facts
+    if len(archs) > 1:
+        raise EvidenceError(f"{run_dir}: backends ran different model architectures: {sorted(archs)}")
     major, minor = (int(x) for x in str(capability).split("."))
     return speed_table.EngineEntry(run=info.run_id, device=device or "", capability=(major, minor),
                                    dtype=dtype, head_size=head, encoder_images_per_s=ips,
-                                   command=f"vit-parity run ({info.run_id})")
+                                   command=f"vit-parity run ({info.run_id})",
+                                   architecture=next(iter(archs), ""))
 
 
 def record(run_dir: Path, out: Path | None = None) -> tuple[speed_table.EngineEntry, Path]:

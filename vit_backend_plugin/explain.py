@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                        f"known: {', '.join(FEATURES)}")
     p.add_argument("--backend", help="an explicit choice to validate (like VIT_ATTN_BACKEND)")
     p.add_argument("--seq-len", type=int, help="typical per-image sequence length (picks the speed-table row)")
+    p.add_argument("--architecture", help="model class as vLLM resolves it, e.g. Qwen2_5_VLForConditionalGeneration "
+                                          "(default: the first of --model's architectures): engine runs of it "
+                                          "outrank other runs of the head size")
     p.add_argument("--json", action="store_true", help='print {"chosen", "candidates": [{"name","usable","reason"}]}')
 
 
@@ -55,8 +58,10 @@ def _fail(msg: str) -> int:
 def build_request(args) -> ResolveRequest:
     """Validated inputs; raises ValueError subclasses with one-line messages."""
     head, dtype = args.head_size, args.dtype
+    arch = getattr(args, "architecture", None)
     if args.model:
         cfg = load_config(args.model)
+        arch = arch or next(iter(cfg.get("architectures") or []), None)
         head = head or vision_head_size(cfg)
         dtype = dtype or model_dtype(cfg)
     if head is None:
@@ -73,7 +78,7 @@ def build_request(args) -> ResolveRequest:
     measured, source, engine = ({}, "", {})
     if platform == "cuda" and args.capability and not args.backend and head > 0:
         measured, source = speed_table.lookup(args.capability, dtype, head, args.seq_len)
-        engine = speed_table.engine_lookup(args.capability, dtype, head)
+        engine = speed_table.engine_lookup(args.capability, dtype, head, architecture=arch)
     return ResolveRequest(
         head_size=head, dtype=dtype, platform=platform, capability=args.capability,
         features=features, explicit=args.backend, explicit_source="--backend",

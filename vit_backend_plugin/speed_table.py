@@ -57,6 +57,7 @@ class EngineEntry(BaseModel):
     head_size: int = Field(gt=0)
     encoder_images_per_s: dict[str, float]  # backend as it ran (AUTO recorded as what it chose)
     command: str = ""
+    architecture: str = ""  # the model class vLLM resolved (e.g. Qwen2_5_VLForConditionalGeneration)
 
 
 class SpeedTable(BaseModel):
@@ -140,18 +141,22 @@ def combine(rows: list[SpeedEntry]) -> dict[str, Measurement]:
 
 
 def engine_lookup(capability: tuple[int, int] | None, dtype: str, head_size: int,
-                  tables: list[SpeedTable] | None = None) -> dict[str, dict[str, float]]:
+                  tables: list[SpeedTable] | None = None,
+                  architecture: str | None = None) -> dict[str, dict[str, float]]:
     """Engine runs for this device/dtype/head size (run -> backend -> encoder images/s), from
-    the first table that has any (user before shipped)."""
+    the first table that has any (user before shipped). Runs of the same model architecture,
+    where there are some, are the evidence for it (a windowed tower and a full-attention tower
+    of one head size gain differently); otherwise every run of the head size counts."""
     if capability is None:
         return {}
     if tables is None:
         tables = [t for t in (load_user(), load_shipped()) if t is not None]
     for table in tables:
-        runs = {e.run: dict(e.encoder_images_per_s) for e in table.engine
-                if tuple(e.capability) == tuple(capability) and e.dtype == dtype and e.head_size == head_size}
-        if runs:
-            return runs
+        rows = [e for e in table.engine
+                if tuple(e.capability) == tuple(capability) and e.dtype == dtype and e.head_size == head_size]
+        same = [e for e in rows if architecture and e.architecture == architecture]
+        if rows:
+            return {e.run: dict(e.encoder_images_per_s) for e in (same or rows)}
     return {}
 
 

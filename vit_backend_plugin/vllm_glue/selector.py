@@ -41,6 +41,17 @@ def explicit_source(backend) -> str:
     return ENV_VAR if os.environ.get(ENV_VAR) else ""
 
 
+def current_architecture() -> str | None:
+    """The model class vLLM resolved for the model being built (None outside model building)."""
+    try:
+        from vllm.config import get_current_vllm_config_or_none
+
+        cfg = get_current_vllm_config_or_none()
+        return cfg.model_config.architecture if cfg is not None and cfg.model_config is not None else None
+    except Exception:  # noqa: BLE001 - a vLLM without these names: every run of the head size counts
+        return None
+
+
 def build_request(platform, head_size: int, dtype, backend) -> resolver.ResolveRequest:
     kind = platform_kind(platform)
     cap = platform.get_device_capability() if kind in ("cuda", "rocm") else None
@@ -51,7 +62,8 @@ def build_request(platform, head_size: int, dtype, backend) -> resolver.ResolveR
     measured, measured_source, engine = ({}, "", {})
     if explicit is None and kind == "cuda":
         measured, measured_source = speed_table.lookup(capability, dtype_name, head_size)
-        engine = speed_table.engine_lookup(capability, dtype_name, head_size)
+        engine = speed_table.engine_lookup(capability, dtype_name, head_size,
+                                           architecture=current_architecture())
     return resolver.ResolveRequest(
         head_size=head_size, dtype=dtype_name, platform=kind, capability=capability,
         features=runtime_features(kind), explicit=explicit, explicit_source=source,
