@@ -84,3 +84,17 @@ def test_decode_rounds_start_abba_and_pool_every_rounds_repeats():
     names = {engine_check.child_name({"phase": "decode", "backend": "FLASHINFER", "cudagraphs": cg, "round": r})
              for cg in (False, True) for r in (0, 1)}
     assert len(names) == 4  # no child overwrites another's JSON
+
+
+def test_a_failing_child_is_reported_not_raised_and_leaves_its_log(tmp_path, capsys):
+    """_spawn runs a real child process through the harness's runner: an engine that cannot
+    start (no model folder) gives None, its log on disk, and one FAILED line."""
+    import argparse
+
+    args = argparse.Namespace(model_runner="default", v2_spec_host="default", timeout=300)
+    spec = {"phase": "decode", "backend": "FLASHINFER", "sizes": [1], "repeats": 1, "cudagraphs": False,
+            "model_dir": str(tmp_path / "missing")}
+    assert engine_check._spawn(spec, tmp_path, args) is None
+    log = tmp_path / "decode_FLASHINFER.log"
+    assert log.is_file() and "--child" in log.read_text()
+    assert "decode_FLASHINFER FAILED" in capsys.readouterr().out

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -334,27 +333,21 @@ def compare_parity(results: dict[str, dict]) -> dict:
 
 
 def _spawn(spec: dict, out: Path, args) -> dict | None:
+    """One child through the harness's runner: it kills the child's whole process group on a
+    timeout and waits until it is gone, so the next engine finds the GPU memory free."""
+    from vit_backend_plugin.harness.commands import PhaseCommand
+    from vit_backend_plugin.harness.runner import run_child
+
     spec = {**spec, "model_runner": args.model_runner, "v2_spec_host": args.v2_spec_host}
-    timeout = args.timeout
     path = out / f"{child_name(spec)}.json"
-    log = path.with_suffix(".log")
-    cmd = [sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check", "--out", str(out),
-           "--child", json.dumps(spec)]
+    cmd = PhaseCommand(argv=[sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check",
+                             "--out", str(out), "--child", json.dumps(spec)], env={})
     print(f"[check-flashinfer-host] {path.stem} ...", flush=True)
-    t0 = time.perf_counter()
-    with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            rc = "timeout"
-    dt = time.perf_counter() - t0
-    if rc != 0 or not path.is_file():
-        tail = log.read_text(errors="replace")[-2500:]
-        print(f"[check-flashinfer-host] {path.stem} FAILED (rc={rc}, {dt:.0f} s)\n{tail}", flush=True)
+    res = run_child(cmd, path.with_suffix(".log"), timeout=args.timeout)
+    if not res.ok or not path.is_file():
+        print(f"[check-flashinfer-host] {path.stem} FAILED ({res.seconds:.0f} s): {res.error_text()}", flush=True)
         return None
-    print(f"[check-flashinfer-host] {path.stem} done in {dt:.0f} s", flush=True)
+    print(f"[check-flashinfer-host] {path.stem} done in {res.seconds:.0f} s", flush=True)
     return json.loads(path.read_text())
 
 
