@@ -143,8 +143,7 @@ class FlashInferHostMetadataBuilder(FlashInferMetadataBuilder):
         # stock's __init__; tests compare both with stock's values and plan() arguments).
         self._num_spec = vllm_config.num_speculative_tokens  # stock: _num_speculative_tokens
         self._decode_cg_max_bs = planning.decode_cudagraph_max_bs(  # stock: _decode_cudagraph_max_bs
-            spec.num_speculative_tokens if spec is not None else 0, self.max_num_reqs,
-            self.compilation_config.max_cudagraph_capture_size,
+            self._num_spec, self.max_num_reqs, self.compilation_config.max_cudagraph_capture_size,
         )
         self._padded_drafter = spec is not None and not spec.disable_padded_drafter_batch
         self._async = bool(getattr(vllm_config.scheduler_config, "async_scheduling", False))

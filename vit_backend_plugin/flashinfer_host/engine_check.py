@@ -56,8 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="both phases with vLLM's default compilation and CUDA graphs "
                              "(default: enforce_eager)")
     parser.add_argument("--model-runner", choices=["default", "v1", "v2"], default="default",
-                        help="vLLM's model runner (0.32 uses V2 on CUDA by default; FLASHINFER_HOST "
-                             "plans spec-decode steps from the host only under V1)")
+                        help="vLLM's model runner (0.32 uses V2 on CUDA by default)")
     parser.add_argument("--v2-spec-host", choices=["default", "on", "off"], default="default",
                         help="VIT_FLASHINFER_HOST_V2_SPEC for the children: FLASHINFER_HOST plans V2-runner "
                              "spec-decode steps on the host (on by default since the H100 check)")

@@ -76,11 +76,12 @@ def _version(t: torch.Tensor) -> int | None:
 def _max_len_from_lengths(cu_seqlens: torch.Tensor, cu: torch.Tensor) -> int:
     global LENGTH_READS
     ref, version, value = _MAX_LEN_CACHE
-    if ref is not None and ref() is cu_seqlens and _version(cu_seqlens) == version:
+    now = _version(cu_seqlens)
+    if ref is not None and ref() is cu_seqlens and now == version:
         return value
     value = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
     LENGTH_READS += 1
-    _MAX_LEN_CACHE[:] = [weakref.ref(cu_seqlens), _version(cu_seqlens), value]
+    _MAX_LEN_CACHE[:] = [weakref.ref(cu_seqlens), now, value]
     return value
 
 
