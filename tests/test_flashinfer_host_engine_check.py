@@ -67,6 +67,30 @@ def test_build_counter_counts_each_outermost_build_once(tmp_path, monkeypatch):
     assert (d["builds"], d["mixed_builds"], d["syncs"], d["max_reqs"]) == (3, 2, 0, 3)
     stats = counter.builder_stats()
     assert stats == {"builders": 2, "host_builds": 3, "fallback_counts": {"async_spec": 1}}
+    assert d["build_host_s"] > 0 and d["mean_build_host_us"] == pytest.approx(d["build_host_s"] / 3 * 1e6)
+
+
+def test_timing_only_counter_times_builds_without_the_sync_detector(tmp_path, monkeypatch):
+    """The decode phase's instrument: builds counted and timed, torch's sync detector never
+    engaged (count_syncs is not called), so it costs the engine two clock reads per build."""
+    pytest.importorskip("flashinfer")
+    from test_flashinfer_host_vllm import batch, make_env
+    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
+
+    from vit_backend_plugin.flashinfer_host import sync_count
+    from vit_backend_plugin.flashinfer_host.builder import FlashInferHostMetadataBuilder
+
+    for cls in (FlashInferMetadataBuilder, FlashInferHostMetadataBuilder):
+        monkeypatch.setattr(cls, "build", cls.build)
+    monkeypatch.setattr(sync_count, "count_syncs", lambda fn: pytest.fail("sync detector engaged"))
+    env = make_env(tmp_path)
+    counter = engine_check.wrap_builders("FLASHINFER_HOST", count_syncs=False)
+    host = env["make"](num_spec=0)
+    for _ in range(3):
+        host.build(0, batch([1, 1], [40, 47])[0])
+    d = counter.as_dict()
+    assert (d["builds"], d["syncs"]) == (3, 0) and d["build_host_s"] > 0
+    assert counter.builder_stats()["host_builds"] == 3
 
 
 def test_decode_rounds_start_abba_and_pool_every_rounds_repeats():
@@ -74,9 +98,10 @@ def test_decode_rounds_start_abba_and_pool_every_rounds_repeats():
     assert [b for _, b in order] == ["FLASHINFER", "FLASHINFER_HOST", "FLASHINFER_HOST", "FLASHINFER",
                                      "FLASHINFER", "FLASHINFER_HOST"]
     assert [r for r, _ in order] == [0, 0, 1, 1, 2, 2]
-    r0 = {"rows": [engine_check.decode_row(4, [1.0, 1.2, 1.1], [0.1, 0.1, 0.1])]}
-    r1 = {"rows": [engine_check.decode_row(4, [2.0, 2.2, 2.1], [0.3, 0.3, 0.3])]}
+    r0 = {"rows": [{**engine_check.decode_row(4, [1.0, 1.2, 1.1], [0.1, 0.1, 0.1]), "mean_build_host_us": 100.0}]}
+    r1 = {"rows": [{**engine_check.decode_row(4, [2.0, 2.2, 2.1], [0.3, 0.3, 0.3]), "mean_build_host_us": 140.0}]}
     (row,) = engine_check.pool_decode_rounds([r0, r1])
+    assert row["mean_build_host_us"] == pytest.approx(120.0)
     assert row["t128_s"] == [1.0, 1.2, 1.1, 2.0, 2.2, 2.1]
     # medians of the pooled repeats (1.6 s and 0.2 s), not of either round (1.1 s, 2.1 s)
     assert row["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.6)

@@ -118,10 +118,14 @@ def parity_prompts(seed: int, n: int = 48, vocab: int = 4000) -> list[list[int]]
 
 # ----------------------------------------------------------------------------- the counter
 class BuildCounter:
-    """Wraps ``build()`` of the builder classes in use; counts host syncs per outermost build."""
+    """Wraps ``build()`` of the builder classes in use; per outermost build: host seconds and,
+    with ``count_syncs`` (parity phase), host syncs. Timing alone costs two perf_counter calls,
+    so the decode phase keeps it on: it says whether ``build()`` explains a throughput gap."""
 
-    def __init__(self):
+    def __init__(self, count_syncs: bool = True):
+        self.count_syncs = count_syncs
         self.builds = 0
+        self.build_host_s = 0.0
         self.syncs = 0
         self.builds_with_sync = 0
         self.first_message: str | None = None
@@ -142,10 +146,15 @@ class BuildCounter:
                 return original(self_b, common_prefix_len, cam, *args, **kwargs)
             counter._depth.v = 1
             counter._builders[id(self_b)] = self_b
+            t0 = time.perf_counter()
             try:
-                md, n, msg = count_syncs(lambda: original(self_b, common_prefix_len, cam, *args, **kwargs))
+                if counter.count_syncs:
+                    md, n, msg = count_syncs(lambda: original(self_b, common_prefix_len, cam, *args, **kwargs))
+                else:
+                    md, n, msg = original(self_b, common_prefix_len, cam, *args, **kwargs), 0, None
             finally:
                 counter._depth.v = 0
+            counter.build_host_s += time.perf_counter() - t0
             counter.record(cam, n, msg, getattr(self_b, "reorder_batch_threshold", 1) or 1)
             return md
 
@@ -172,7 +181,23 @@ class BuildCounter:
         return out
 
     def as_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        d = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        d["mean_build_host_us"] = self.build_host_s / self.builds * 1e6 if self.builds else None
+        return d
+
+
+def wrap_builders(backend: str, count_syncs: bool) -> BuildCounter:
+    """A counter around the stock builder and, for FLASHINFER_HOST, ours (its fallback calls
+    stock's build(): counted once)."""
+    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
+
+    counter = BuildCounter(count_syncs=count_syncs)
+    counter.wrap(FlashInferMetadataBuilder)
+    if backend == "FLASHINFER_HOST":
+        from vit_backend_plugin.flashinfer_host.builder import FlashInferHostMetadataBuilder
+
+        counter.wrap(FlashInferHostMetadataBuilder)
+    return counter
 
 
 # ----------------------------------------------------------------------------- children
@@ -186,15 +211,8 @@ def _llm(model_dir: Path, backend: str, **kw):
 def child_parity(model_dir: Path, backend: str, spec: bool, vllm_check: bool, cudagraphs: bool = False) -> dict:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
-    from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
-
-    counter = BuildCounter()
-    if not vllm_check:  # vLLM's own checker owns the sync-debug mode and warning hook then
-        counter.wrap(FlashInferMetadataBuilder)
-        if backend == "FLASHINFER_HOST":
-            from vit_backend_plugin.flashinfer_host.builder import FlashInferHostMetadataBuilder
-
-            counter.wrap(FlashInferHostMetadataBuilder)
+    # vLLM's own checker owns the sync-debug mode and warning hook when it runs: time only then
+    counter = wrap_builders(backend, count_syncs=not vllm_check)
     kw = {"speculative_config": dict(SPEC_CONFIG)} if spec else {}
     llm = _llm(model_dir, backend, enforce_eager=not cudagraphs, max_model_len=2048, max_num_seqs=32,
                max_num_batched_tokens=512, gpu_memory_utilization=0.5, disable_log_stats=False, **kw)
@@ -237,6 +255,7 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    counter = wrap_builders(backend, count_syncs=False)
     llm = _llm(model_dir, backend, enforce_eager=not cudagraphs, max_model_len=1024,
                max_num_seqs=max(sizes), gpu_memory_utilization=0.6)
     llm.apply_model(redraw_weights)
@@ -258,13 +277,17 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
     timed(max(sizes), 8)  # warm-up at the largest batch
     for bs in sizes:
         timed(bs, 4)
+        b0, s0 = counter.builds, counter.build_host_s
         full = [timed(bs, 128) for _ in range(repeats)]
         first = [timed(bs, 1) for _ in range(repeats)]
-        rows.append(decode_row(bs, full, first))
+        # host time of build() per step in this batch size's timed generations
+        build_us = (counter.build_host_s - s0) / max(counter.builds - b0, 1) * 1e6
+        rows.append({**decode_row(bs, full, first), "mean_build_host_us": build_us,
+                     "builds": counter.builds - b0})
         print(f"{backend} bs={bs:4d} TPOT {rows[-1]['tpot_ms']:.3f} ms  "
-              f"{rows[-1]['output_tokens_per_s']:.0f} tok/s", flush=True)
-    return {"backend": backend, "cudagraphs": cudagraphs, "rows": rows,
-            "attention_backend_in_engine": _engine_backend_name(llm)}
+              f"{rows[-1]['output_tokens_per_s']:.0f} tok/s  build() {build_us:.0f} us host", flush=True)
+    return {"backend": backend, "cudagraphs": cudagraphs, "rows": rows, "counter": counter.as_dict(),
+            "builder": counter.builder_stats(), "attention_backend_in_engine": _engine_backend_name(llm)}
 
 
 def decode_row(bs: int, t128_s: list[float], t1_s: list[float]) -> dict:
@@ -278,12 +301,17 @@ def pool_decode_rounds(results: list[dict]) -> list[dict]:
     """One backend's decode children (one per round) as one row per batch size, every round's
     repeats pooled before the medians."""
     by_bs: dict[int, tuple[list, list]] = {}
+    build_us: dict[int, list] = {}
     for res in results:
         for r in res["rows"]:
             t128, t1 = by_bs.setdefault(r["batch_size"], ([], []))
             t128 += r["t128_s"]
             t1 += r["t1_s"]
-    return [decode_row(bs, *ts) for bs, ts in by_bs.items()]
+            if r.get("mean_build_host_us") is not None:
+                build_us.setdefault(r["batch_size"], []).append(r["mean_build_host_us"])
+    return [{**decode_row(bs, *ts),
+             **({"mean_build_host_us": statistics.fmean(build_us[bs])} if bs in build_us else {})}
+            for bs, ts in by_bs.items()]
 
 
 def abba(backends: list[str], rounds: int) -> list[tuple[int, str]]:
@@ -414,7 +442,8 @@ def main(args) -> int:
             runs[b].append(_spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
                                    "cudagraphs": args.cudagraphs, "round": rnd, "model_dir": str(model_dir)},
                                   out, args))
-        dec = {b: ({**rs[0], "rounds": len(rs), "rows": pool_decode_rounds(rs)} if all(rs) else None)
+        dec = {b: ({**rs[0], "rounds": len(rs), "rows": pool_decode_rounds(rs),
+                    "builder": [r.get("builder") for r in rs]} if all(rs) else None)
                for b, rs in runs.items()}
         key = ("decode" + ("_cudagraphs" if args.cudagraphs else "")
                + ("" if args.model_runner == "default" else f"_{args.model_runner}"))
@@ -423,11 +452,16 @@ def main(args) -> int:
             a, b = (dec[x]["rows"] for x in backends)
             summary[key + "_ratio_host_over_stock"] = [
                 {"batch_size": ra["batch_size"], "tpot_stock_over_host": ra["tpot_ms"] / rb["tpot_ms"],
-                 "tok_s_host_over_stock": rb["output_tokens_per_s"] / ra["output_tokens_per_s"]}
+                 "tok_s_host_over_stock": rb["output_tokens_per_s"] / ra["output_tokens_per_s"],
+                 "build_host_us_stock_host": [ra.get("mean_build_host_us"), rb.get("mean_build_host_us")]}
                 for ra, rb in zip(a, b, strict=True)]
             for r in summary[key + "_ratio_host_over_stock"]:
+                us = r["build_host_us_stock_host"]
                 print(f"decode bs={r['batch_size']:4d} tok/s host/stock {r['tok_s_host_over_stock']:.3f}  "
-                      f"TPOT stock/host {r['tpot_stock_over_host']:.3f}", flush=True)
+                      f"TPOT stock/host {r['tpot_stock_over_host']:.3f}  build() host us stock/ours "
+                      f"{us[0] or 0:.0f}/{us[1] or 0:.0f}", flush=True)
+            for b in backends:
+                print(f"decode {b}: builder per round {dec[b]['builder']}", flush=True)
     summary["ok"] = bool(ok) and summary.get("ok", True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0 if ok else 1
