@@ -448,8 +448,8 @@ def main(args) -> int:
         key = ("decode" + ("_cudagraphs" if args.cudagraphs else "")
                + ("" if args.model_runner == "default" else f"_{args.model_runner}"))
         summary[key] = {b: r for b, r in dec.items() if r is not None}
-        if all(dec.values()) and len(backends) == 2:
-            a, b = (dec[x]["rows"] for x in backends)
+        if all(dec.values()) and sorted(backends) == sorted(BACKENDS):
+            a, b = (dec[x]["rows"] for x in BACKENDS)  # stock, ours: whatever order they ran in
             summary[key + "_ratio_host_over_stock"] = [
                 {"batch_size": ra["batch_size"], "tpot_stock_over_host": ra["tpot_ms"] / rb["tpot_ms"],
                  "tok_s_host_over_stock": rb["output_tokens_per_s"] / ra["output_tokens_per_s"],
