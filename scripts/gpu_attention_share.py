@@ -41,12 +41,13 @@ def main() -> int:
 
         assert backend in ("VIT_TRITON", "VIT_AUTO"), "null mode runs through a plugin backend's op"
         mm_encoder.get_kernel = lambda name: (lambda q, k, v, cu, max_len, scale: torch.empty_like(q))
-    from vit_backend_plugin.harness.throughput import median_metrics, run_vllm
+    from vit_backend_plugin.harness.throughput import device_info, median_metrics, run_vllm
 
     result = run_vllm(spec)
     med = median_metrics(result["repeats"])
     print("ATTENTION_SHARE " + json.dumps({"mode": mode, "backend": spec["backend"],
                                            "encoder_images_per_s": med.get("encoder_images_per_s"),
+                                           "device": device_info(),
                                            "repeats": [r.get("encoder_images_per_s") for r in result["repeats"]]}),
           flush=True)
     return 0

@@ -9,7 +9,8 @@
 #                    spec-decode steps; on by default); CG=1 with vLLM's CUDA graphs
 #   decode [SIZES] : vit-parity check-flashinfer-host --phases decode (256 in / 128 out, bs 1..256);
 #                    CG=1 with vLLM's CUDA graphs, ROUNDS=N engines per backend in ABBA order,
-#                    BACKENDS=FLASHINFER_HOST,FLASHINFER starts with ours (BA, then ABBA ...)
+#                    BACKENDS=FLASHINFER_HOST,FLASHINFER starts with ours (BA, then ABBA ...),
+#                    REPEATS=N timed generations per batch size and engine (default 3)
 # FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
 # builder step uses the engine model's attention shape, so it also warms the cache for the rest.
 set -o pipefail
@@ -28,7 +29,7 @@ case "$1" in
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;
   decode)
-    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases decode ${2:+--decode-batch-sizes $2} ${BACKENDS:+--backends $BACKENDS} ${CG:+--cudagraphs} --rounds ${ROUNDS:-1} \
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases decode ${2:+--decode-batch-sizes $2} ${BACKENDS:+--backends $BACKENDS} --repeats ${REPEATS:-3} ${CG:+--cudagraphs} --rounds ${ROUNDS:-1} \
       2>&1 | tail -60
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;

@@ -140,18 +140,19 @@ class BuildCounter:
         original = cls.build
         counter = self
 
-        def build(self_b, common_prefix_len, cam, *args, **kwargs):
+        def build(self_b, *args, **kwargs):  # vLLM passes positionally or by keyword
             depth = getattr(counter._depth, "v", 0)
             if depth:  # our builder's fallback calls stock build(): count once
-                return original(self_b, common_prefix_len, cam, *args, **kwargs)
+                return original(self_b, *args, **kwargs)
+            cam = kwargs["common_attn_metadata"] if "common_attn_metadata" in kwargs else args[1]
             counter._depth.v = 1
             counter._builders[id(self_b)] = self_b
             t0 = time.perf_counter()
             try:
                 if counter.count_syncs:
-                    md, n, msg = count_syncs(lambda: original(self_b, common_prefix_len, cam, *args, **kwargs))
+                    md, n, msg = count_syncs(lambda: original(self_b, *args, **kwargs))
                 else:
-                    md, n, msg = original(self_b, common_prefix_len, cam, *args, **kwargs), 0, None
+                    md, n, msg = original(self_b, *args, **kwargs), 0, None
             finally:
                 counter._depth.v = 0
             counter.build_host_s += time.perf_counter() - t0
@@ -453,11 +454,15 @@ def main(args) -> int:
             summary[key + "_ratio_host_over_stock"] = [
                 {"batch_size": ra["batch_size"], "tpot_stock_over_host": ra["tpot_ms"] / rb["tpot_ms"],
                  "tok_s_host_over_stock": rb["output_tokens_per_s"] / ra["output_tokens_per_s"],
+                 # the fastest repeat of each: host jitter (the engine core shares its process
+                 # with the timing loop) only ever adds time, so this bounds it from the other side
+                 "tok_s_host_over_stock_best": min(ra["t128_s"]) / min(rb["t128_s"]),
                  "build_host_us_stock_host": [ra.get("mean_build_host_us"), rb.get("mean_build_host_us")]}
                 for ra, rb in zip(a, b, strict=True)]
             for r in summary[key + "_ratio_host_over_stock"]:
                 us = r["build_host_us_stock_host"]
-                print(f"decode bs={r['batch_size']:4d} tok/s host/stock {r['tok_s_host_over_stock']:.3f}  "
+                print(f"decode bs={r['batch_size']:4d} tok/s host/stock {r['tok_s_host_over_stock']:.3f} "
+                      f"(best repeats {r['tok_s_host_over_stock_best']:.3f})  "
                       f"TPOT stock/host {r['tpot_stock_over_host']:.3f}  build() host us stock/ours "
                       f"{us[0] or 0:.0f}/{us[1] or 0:.0f}", flush=True)
             for b in backends:
