@@ -36,7 +36,7 @@ def test_run_becomes_an_engine_row_with_auto_recorded_as_its_choice(tmp_path):
         tflops={"FLASH_ATTN": 246, "VIT_AUTO": 275, "VIT_TRITON": 259, "TORCH_SDPA": 49},
         numerics_ok={"FLASH_ATTN": True, "VIT_AUTO": True, "VIT_TRITON": True, "TORCH_SDPA": True})]),
         table_path)
-    entry, path = engine_evidence.record(tmp_path, table_path)
+    (entry,), path = engine_evidence.record(tmp_path, table_path)
     assert entry.encoder_images_per_s == {"FLASH_ATTN": 69.2, "TRITON_ATTN": 16.3, "VIT_AUTO": 54.6}
     assert (entry.head_size, entry.dtype, entry.capability) == (72, "bfloat16", (9, 0))
     table = speed_table.load_user(path)
@@ -76,3 +76,56 @@ def test_runs_that_are_no_engine_evidence_are_refused(tmp_path, kind):
         engine_evidence.entry_from_run(tmp_path)
     rc = engine_evidence.main(type("A", (), {"run_dir": str(tmp_path), "out": str(tmp_path / "t.json")})())
     assert rc == 2 and not (tmp_path / "t.json").exists()
+
+
+def write_inproc(folder, runs, arch="Qwen2VLForConditionalGeneration"):
+    """As scripts/gpu_inproc_runs.sh writes them: one JSON line per process, plus its log."""
+    lines = []
+    for config, backend, ips, ran, head in runs:
+        res = None if ips is None else {"mode": "as_run", "backend": backend, "encoder_images_per_s": ips,
+                                        "repeats": [ips] * 3,
+                                        "device": {"device": "NVIDIA H100 80GB HBM3", "capability": "9.0"}}
+        log = f"ViT attention: {ran} (head_size={head}, dtype=bfloat16; why)"
+        lines.append(json.dumps({"config": config, "backend": backend, "rc": 0 if res else 124,
+                                 "result": res, "plugin_log": log}))
+        (folder / f"{config}_{backend}.log").write_text(
+            f"INFO [model.py:733] Resolved architecture: {arch}\nINFO [selector.py:84] {log}\n")
+    (folder / "inproc.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_in_process_runs_become_engine_rows_and_keep_stock_where_they_lost(tmp_path):
+    """d64 as measured in one process on the H100 (FLASH_ATTN 95.1, AUTO -> VIT_TRITON 89.2,
+    VIT_TRITON 90.2): recorded next to the multi-process run where VIT_TRITON was 1.01x, the
+    in-process loss alone keeps FLASH_ATTN; a config with one backend as run, a timed-out run
+    and the attention-free diagnostic give no row."""
+    write_inproc(tmp_path, [
+        ("d64", "FLASH_ATTN", 95.1, "FLASH_ATTN", 64), ("d64", "AUTO", 89.2, "VIT_TRITON", 64),
+        ("d64", "VIT_TRITON", 90.2, "VIT_TRITON", 64), ("d64", "TRITON_ATTN", 67.6, "TRITON_ATTN", 64),
+        ("d64", "null", 138.0, "VIT_TRITON", 64),
+        ("d72", "AUTO", 70.1, "FLASH_ATTN", 72), ("d72", "FLASH_ATTN", 70.1, "FLASH_ATTN", 72),
+        ("d80", "FLASH_ATTN", 55.7, "FLASH_ATTN", 80), ("d80", "AUTO", None, "VIT_AUTO", 80)])
+    table_path = tmp_path / "user.json"
+    multi = speed_table.EngineEntry(run="d64_multi", device="NVIDIA H100 80GB HBM3", capability=(9, 0),
+                                    dtype="bfloat16", head_size=64, architecture="Qwen2VLForConditionalGeneration",
+                                    encoder_images_per_s={"FLASH_ATTN": 54.9, "VIT_TRITON": 55.2})
+    speed_table.save_user(speed_table.SpeedTable(engine=[multi], entries=[speed_table.SpeedEntry(
+        device="H100", capability=(9, 0), dtype="bfloat16", head_size=64, seq_len=(1, 4096),
+        tflops={"FLASH_ATTN": 306, "VIT_TRITON": 328, "TORCH_SDPA": 93},
+        numerics_ok={"FLASH_ATTN": True, "VIT_TRITON": True, "TORCH_SDPA": True})]),
+        table_path)
+    entries, path = engine_evidence.record(tmp_path, table_path)
+    (e,) = entries  # d72: FLASH_ATTN only (AUTO chose it); d80: AUTO timed out
+    assert e.run == "d64_inproc" and e.architecture == "Qwen2VLForConditionalGeneration"
+    # the explicit VIT_TRITON run, not AUTO resolving to it; null is no backend
+    assert e.encoder_images_per_s == {"FLASH_ATTN": 95.1, "VIT_TRITON": 90.2, "TRITON_ATTN": 67.6}
+    table = speed_table.load_user(path)
+    assert [x.run for x in table.engine] == ["d64_multi", "d64_inproc"]
+    feats = frozenset({"vllm_flash_attn", "triton", "vit_triton_kernel"})
+    measured, _ = speed_table.lookup((9, 0), "bfloat16", 64, tables=[table])
+    req = dict(head_size=64, dtype="bfloat16", capability=(9, 0), features=feats, measured=measured)
+    only_multi = {"d64_multi": multi.encoder_images_per_s}
+    assert resolve(ResolveRequest(**req, engine_measured=only_multi)).chosen == "VIT_TRITON"
+    both = speed_table.engine_lookup((9, 0), "bfloat16", 64, tables=[table],
+                                     architecture="Qwen2VLForConditionalGeneration")
+    res = resolve(ResolveRequest(**req, engine_measured=both))
+    assert res.chosen == "FLASH_ATTN" and "0.95x FLASH_ATTN in engine run d64_inproc" in res.why
