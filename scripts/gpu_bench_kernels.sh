@@ -7,8 +7,7 @@
 #             (merged: best TFLOP/s per backend over the passes) -> $OUT/speed_table.json
 #   final   : the committed benchmark, with that table in use (what ships as data/speed_table.json)
 set -o pipefail
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
-  VLLM_USE_FLASHINFER_SAMPLER=0
+source "$(dirname "$0")/gpu_env.sh"
 B="python3 -m vit_backend_plugin.cli bench-kernels"
 SINGLES=TORCH_SDPA,FLASH_ATTN,TRITON_ATTN,FLASHINFER,VIT_TRITON,TORCH_SDPA_CUDNN
 case "$1" in

@@ -7,8 +7,7 @@
 # Each config: `vit-parity run` (fresh process per backend, resumable), then its run directory
 # (lm-eval samples left out) is tarred to $OUT/<config name>.tgz, and images/s per backend are printed.
 set -o pipefail
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
-  VLLM_USE_FLASHINFER_SAMPLER=0
+source "$(dirname "$0")/gpu_env.sh"
 LIMIT=${LIMIT:-540}
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)

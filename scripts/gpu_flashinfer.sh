@@ -14,8 +14,7 @@
 # FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
 # builder step uses the engine model's attention shape, so it also warms the cache for the rest.
 set -o pipefail
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
-  VLLM_USE_FLASHINFER_SAMPLER=0
+source "$(dirname "$0")/gpu_env.sh"
 C="python3 -m vit_backend_plugin.cli"
 E=/tmp/fi_engine
 case "$1" in

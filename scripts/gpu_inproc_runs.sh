@@ -6,8 +6,7 @@
 #   BACKENDS=FLASH_ATTN,AUTO,VIT_TRITON,TRITON_ATTN bash scripts/gpu_inproc_runs.sh eval_configs/h100_vit_internvit_d64.yaml
 # Appends one JSON line per run to $OUT/inproc.jsonl (config, backend, images/s, the plugin's log line).
 set -o pipefail
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 \
-  VLLM_USE_FLASHINFER_SAMPLER=0
+source "$(dirname "$0")/gpu_env.sh"
 LIMIT=${LIMIT:-240}
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)
