@@ -443,8 +443,10 @@ def main(args) -> int:
             runs[b].append(_spawn({"phase": "decode", "backend": b, "sizes": sizes, "repeats": args.repeats,
                                    "cudagraphs": args.cudagraphs, "round": rnd, "model_dir": str(model_dir)},
                                   out, args))
+        # per-engine counts stay per round (rs[0]'s alone would pass for the pooled engines')
         dec = {b: ({**rs[0], "rounds": len(rs), "rows": pool_decode_rounds(rs),
-                    "builder": [r.get("builder") for r in rs]} if all(rs) else None)
+                    "builder": [r.get("builder") for r in rs], "counter": [r.get("counter") for r in rs]}
+                   if all(rs) else None)
                for b, rs in runs.items()}
         key = ("decode" + ("_cudagraphs" if args.cudagraphs else "")
                + ("" if args.model_runner == "default" else f"_{args.model_runner}"))
