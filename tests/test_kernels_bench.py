@@ -107,3 +107,56 @@ def test_the_pick_counts_as_a_sample_of_its_backend():
         {"candidate": "PICK", "tflops": 253.0, "numerics_ok": True}]}]
     (entry,) = bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16")
     assert entry["tflops"] == {"FLASH_ATTN": 253.0}
+
+
+def _row(name, results, pick="VIT_AUTO"):
+    return {"shape": {"name": name, "head_dim": 80, "lens": [64] * 256}, "stock": "FLASH_ATTN",
+            "pick": pick, "results": [
+                {"candidate": c, "tflops": e, "numerics_ok": True,
+                 "extra": {"graph_tflops": g} if g else {"graph_error": "not capturable: x"}}
+                for c, e, g in results]}
+
+
+def test_graph_timing_has_its_own_checks_and_table_rows():
+    """A launch-bound shape: eager times are host time (FLASH_ATTN issues fastest), the CUDA-graph
+    times are GPU time (our kernel is fastest). Each timing gets its own best single and checks;
+    the speed table records the graph time, and the eager one for a candidate that syncs."""
+    rows = [_row("windows", [("TORCH_SDPA", 1.0, None), ("FLASH_ATTN", 33.0, 35.0),
+                             ("VIT_TRITON", 30.0, 71.0), ("VIT_AUTO", 29.0, 70.0),
+                             ("PICK", 29.0, 70.0)])]
+    eager = {c["target"]: c for c in bench.summarize(rows)["checks"]}
+    graph = {c["target"]: c for c in bench.summarize(rows, "graph_tflops")["checks"]}
+    assert eager["windows: VIT_AUTO >= 0.97x best single (FLASH_ATTN)"]["ok"] is False
+    assert graph["windows: VIT_AUTO >= 0.97x best single (VIT_TRITON)"]["value"] == round(70 / 71, 3)
+    assert graph["windows: pick VIT_AUTO vs stock vLLM FLASH_ATTN"]["value"] == 2.0
+    assert rows[0]["best_single"] == "FLASH_ATTN"
+    assert rows[0]["best_single_by"] == {"tflops": "FLASH_ATTN", "graph_tflops": "VIT_TRITON"}
+    (entry,) = bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16", "vllm layer", "graph_tflops")
+    assert entry["tflops"] == {"TORCH_SDPA": 1.0, "FLASH_ATTN": 35.0, "VIT_TRITON": 71.0, "VIT_AUTO": 70.0}
+    data = {"meta": {"device": "GPU", "capability": [9, 0], "dtype": "bfloat16",
+                     "engine_faithful": True, "timings": ["eager", "graph"]}, "rows": rows}
+    (graphed,) = bench.table_entries(data)
+    (eager_row,) = bench.table_entries(data, table_timing="eager")
+    assert graphed["how"] == "vllm layer, CUDA graph" and graphed["tflops"]["VIT_TRITON"] == 71.0
+    assert eager_row["how"] == "vllm layer" and eager_row["tflops"]["VIT_TRITON"] == 30.0
+    data["meta"]["timings"] = ["eager"]  # a run without graph timing cannot write graph rows
+    assert bench.table_entries(data)[0]["tflops"]["VIT_TRITON"] == 30.0
+
+
+def test_timings_option():
+    assert bench.parse_timings("graph") == {"eager", "graph"}
+    assert bench.parse_timings("eager,graph,host") == {"eager", "graph", "host"}
+    with pytest.raises(ValueError, match="unknown timings"):
+        bench.parse_timings("graph,wall")
+
+
+def test_tables_print_each_timing(capsys):
+    rows = [_row("windows", [("FLASH_ATTN", 33.0, 35.0), ("VIT_TRITON", 30.0, 71.0),
+                             ("VIT_AUTO", 29.0, 70.0)])]
+    rows[0]["results"][1]["extra"]["host_us"] = 41.5
+    data = {"rows": rows, "candidates": ["FLASH_ATTN", "VIT_TRITON", "VIT_AUTO"],
+            "summary": bench.summarize(rows), "summary_graph": bench.summarize(rows, "graph_tflops")}
+    bench.print_all(data)
+    out = capsys.readouterr().out
+    assert "timed eager" in out and "timed CUDA graph (GPU time)" in out
+    assert "71.0" in out and "41.5" in out  # the graph table and the host table

@@ -262,11 +262,80 @@ def _make_inputs(torch, shape: Shape, dtype, n_sets: int):
     return sets
 
 
+def _brief(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+
+
+def graph_timing(torch, fn, sets: list[dict], flops: float, replays: int = 20,
+                 trials: int = 7) -> dict:
+    """GPU time of one call with the host out of the way: the calls over every input set are
+    captured in one CUDA graph (as vLLM's encoder CUDA graphs run a tower) and replayed; median
+    over ``trials`` of ``replays`` replays. A call that syncs with the host (vLLM's TORCH_SDPA
+    reads the lengths with ``.tolist()``) cannot be captured: it is found first, under
+    ``torch.cuda.set_sync_debug_mode("error")``, so no capture is ever left half done."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph asks
+            old = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for x in sets:
+                    fn(x)
+            finally:
+                torch.cuda.set_sync_debug_mode(old)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001
+        return {"graph_error": f"not capturable: {_brief(e)}"}
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for x in sets:
+                fn(x)
+        graph.replay()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(trials):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(replays):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / (replays * len(sets)))
+        del graph
+    except Exception as e:  # noqa: BLE001
+        return {"graph_error": _brief(e)}
+    ms = sorted(times)[len(times) // 2]
+    return {"graph_ms": ms, "graph_tflops": flops / (ms * 1e-3) / 1e12}
+
+
+def host_us_per_call(torch, fn, sets: list[dict], calls: int = 16) -> float | None:
+    """Host time to issue one call, with the GPU held busy (``torch.cuda._sleep``) so that no
+    call waits for the device: what a layer costs the CPU in an eager forward. Median of 5."""
+    if not hasattr(torch.cuda, "_sleep"):
+        return None
+    import time as _time
+
+    out = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        torch.cuda._sleep(50_000_000)  # ~30 ms of GPU clock cycles: longer than the issuing
+        t0 = _time.perf_counter()
+        for i in range(calls):
+            fn(sets[i % len(sets)])
+        out.append((_time.perf_counter() - t0) / calls * 1e6)
+    torch.cuda.synchronize()
+    return round(sorted(out)[len(out) // 2], 1)
+
+
 def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200,
-              configs: list[dict] | None = None,
-              cands: dict | None = None) -> tuple[list[Result], list[dict]]:
+              configs: list[dict] | None = None, cands: dict | None = None,
+              timing_graph: bool = False, timing_host: bool = False) -> tuple[list[Result], list[dict]]:
     """Check + time each candidate on one shape (``cands``: name -> (fn, note); default: the raw
-    kernels). With ``configs``, also sweep VIT_TRITON configs."""
+    kernels). With ``configs``, also sweep VIT_TRITON configs. ``timing_graph``: also the GPU
+    time under a CUDA graph; ``timing_host``: also the host time to issue one call."""
     import triton.testing
 
     from vit_backend_plugin.kernels.triton_vit import vit_attention
@@ -280,7 +349,7 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
     cands = cands if cands is not None else _candidates(torch, dtype)
     results = []
 
-    def check_and_time(name, fn):
+    def check_and_time(name, fn, more_timings=True):
         r = Result(name)
         try:
             x = dict(sets[0])
@@ -299,7 +368,12 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
             r.ms = triton.testing.do_bench(step, warmup=25, rep=rep_ms, return_mode="median")
             r.tflops = shape.flops / (r.ms * 1e-3) / 1e12
         except Exception as e:  # noqa: BLE001 -- a candidate failing is a result, not a crash
-            r.error = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            r.error = _brief(e)
+            return r
+        if timing_graph and more_timings:
+            r.extra.update(graph_timing(torch, fn, sets, shape.flops))
+        if timing_host and more_timings and not r.extra.get("graph_error", "").startswith("not capturable"):
+            r.extra["host_us"] = host_us_per_call(torch, fn, sets)
         return r
 
     for name in names:
@@ -316,7 +390,8 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
     sweep = []
     for cfg in configs or []:
         r = check_and_time("VIT_TRITON", lambda x, cfg=cfg: vit_attention(
-            x["q"], x["k"], x["v"], x["cu"], x["max"], out=x.get("out"), config=cfg))
+            x["q"], x["k"], x["v"], x["cu"], x["max"], out=x.get("out"), config=cfg),
+            more_timings=False)  # configs of one kernel: eager timing compares them
         sweep.append({"config": cfg, "ms": r.ms, "tflops": r.tflops, "rel_err": r.rel_err,
                       "numerics_ok": r.numerics_ok, "error": r.error})
     return results, sweep
@@ -359,18 +434,34 @@ def _geomean(vals):
     return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
 
 
-def summarize(rows: list[dict]) -> dict:
-    """Per-shape ratios and issue 11's checks: VIT_AUTO against the best single backend, the
-    resolver's per-process pick against stock vLLM's default, our Triton kernel's gap to the best."""
+METRICS = {"tflops": "eager (do_bench: host and GPU)", "graph_tflops": "CUDA graph (GPU time)"}
+
+
+def metric_value(result: dict, metric: str = "tflops") -> float | None:
+    """A result's TFLOP/s under one timing: eager lives at the top, the others in ``extra``."""
+    return result.get(metric) if metric == "tflops" else (result.get("extra") or {}).get(metric)
+
+
+def _ok_values(row: dict, metric: str) -> dict[str, float]:
+    return {r["candidate"]: v for r in row["results"]
+            if (v := metric_value(r, metric)) and r.get("numerics_ok")}
+
+
+def summarize(rows: list[dict], metric: str = "tflops") -> dict:
+    """Per-shape ratios and issue 11's checks under one timing (``METRICS``): VIT_AUTO against the
+    best single backend, the resolver's per-process pick against stock vLLM's default, our Triton
+    kernel's gap to vLLM's."""
     checks, auto_vs_best, pick_vs_stock, ours_vs_stock_triton = [], [], [], []
     for row in rows:
-        t = {r["candidate"]: r["tflops"] for r in row["results"] if r.get("tflops") and r.get("numerics_ok")}
+        t = _ok_values(row, metric)
         singles = {n: v for n, v in t.items() if n in SINGLE_NAMES}
         name = row["shape"]["name"]
         if not singles:
             continue
         best = max(singles, key=singles.get)
-        row["best_single"] = best
+        row.setdefault("best_single_by", {})[metric] = best
+        if metric == "tflops":
+            row["best_single"] = best
         if "VIT_AUTO" in t:
             ratio = t["VIT_AUTO"] / singles[best]
             auto_vs_best.append(ratio)
@@ -385,9 +476,9 @@ def summarize(rows: list[dict]) -> dict:
                            "value": round(ratio, 3), "ok": pick == stock or ratio >= 0.97})
         if "VIT_TRITON" in t and "TRITON_ATTN" in t:
             ours_vs_stock_triton.append(t["VIT_TRITON"] / t["TRITON_ATTN"])
-    if not any("PICK" in {r["candidate"] for r in row["results"]} for row in rows):
+    if metric == "tflops" and not any("PICK" in {r["candidate"] for r in row["results"]} for row in rows):
         checks += resolver_pick_checks(rows)  # raw-kernel runs: what the resolver would pick
-    return {"geomean_auto_vs_best_single": _geomean(auto_vs_best),
+    return {"metric": metric, "geomean_auto_vs_best_single": _geomean(auto_vs_best),
             "geomean_pick_vs_stock": _geomean(pick_vs_stock),
             "geomean_ours_vs_stock_triton": _geomean(ours_vs_stock_triton), "checks": checks}
 
@@ -423,11 +514,13 @@ def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05,
     return checks
 
 
-def print_table(rows: list[dict], names: list[str], summary: dict, file=sys.stdout) -> None:
+def print_table(rows: list[dict], names: list[str], summary: dict, file=None) -> None:
+    file = file or sys.stdout
+    metric = summary.get("metric", "tflops")
     w = max(len(r["shape"]["name"]) for r in rows) + 1
     short = {n: n.replace("TORCH_", "").replace("SDPA_", "")[:10] for n in names}
-    print("\nTFLOP/s (4*S^2*D*H per sequence), median; '!' = numerics failed, '-' = unavailable",
-          file=file)
+    print(f"\nTFLOP/s (4*S^2*D*H per sequence), median, timed {METRICS[metric]}; "
+          "'!' = numerics failed, '-' = unavailable", file=file)
     print(f"{'shape':<{w}}" + "".join(f"{short[n]:>11}" for n in names)
           + f"{'best':>12}{'AUTO/best':>10}{'pick':>12}{'pick/stock':>11}{'stock':>12}", file=file)
     for row in rows:
@@ -435,12 +528,13 @@ def print_table(rows: list[dict], names: list[str], summary: dict, file=sys.stdo
         line = f"{row['shape']['name']:<{w}}"
         for n in names:
             r = by.get(n)
-            if not r or not r.get("tflops"):
+            v = metric_value(r, metric) if r else None
+            if not v:
                 line += f"{'-':>11}"
             else:
-                line += f"{r['tflops']:>10.1f}" + ("!" if not r["numerics_ok"] else " ")
-        t = {k: v.get("tflops") for k, v in by.items() if v.get("numerics_ok")}
-        best = row.get("best_single")
+                line += f"{v:>10.1f}" + ("!" if not r["numerics_ok"] else " ")
+        t = _ok_values(row, metric)
+        best = row.get("best_single_by", {}).get(metric)
         line += f"{best or '-':>12}"
         line += f"{t['VIT_AUTO'] / t[best]:>9.3f}x" if best and t.get("VIT_AUTO") else f"{'-':>10}"
         stock = row.get("stock")
@@ -455,11 +549,47 @@ def print_table(rows: list[dict], names: list[str], summary: dict, file=sys.stdo
         print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}", file=file)
 
 
+def table_values(row: dict, metric: str = "tflops") -> dict[str, dict]:
+    """candidate -> {"tflops", "numerics_ok"} for a speed-table row. Under ``graph_tflops``, a
+    candidate that cannot be captured (it syncs with the host, like vLLM's TORCH_SDPA) keeps its
+    eager speed: that only adds its host time, so it never flatters it."""
+    out = {}
+    for r in row["results"]:
+        v = metric_value(r, metric) or r.get("tflops")
+        if v:
+            out[r["candidate"]] = {"tflops": v, "numerics_ok": r.get("numerics_ok")}
+    return out
+
+
+def print_host_table(rows: list[dict], names: list[str], file=None) -> None:
+    """Host microseconds to issue one call (GPU held busy): the eager cost of a layer on the CPU."""
+    file = file or sys.stdout
+    if not any((r.get("extra") or {}).get("host_us") for row in rows for r in row["results"]):
+        return
+    w = max(len(r["shape"]["name"]) for r in rows) + 1
+    short = {n: n.replace("TORCH_", "").replace("SDPA_", "")[:10] for n in names}
+    print("\nhost us to issue one call (GPU busy meanwhile); '-' = not measured (the call syncs)",
+          file=file)
+    print(f"{'shape':<{w}}" + "".join(f"{short[n]:>11}" for n in names), file=file)
+    for row in rows:
+        by = {r["candidate"]: (r.get("extra") or {}).get("host_us") for r in row["results"]}
+        print(f"{row['shape']['name']:<{w}}"
+              + "".join(f"{by[n]:>11.1f}" if by.get(n) else f"{'-':>11}" for n in names), file=file)
+
+
+def print_all(data: dict, file=None) -> None:
+    """Every table of a run: eager, CUDA graph (when timed), host time (when timed)."""
+    print_table(data["rows"], data["candidates"], data["summary"], file=file)
+    if data.get("summary_graph"):
+        print_table(data["rows"], data["candidates"], data["summary_graph"], file=file)
+    print_host_table(data["rows"], data["candidates"], file=file)
+
+
 def speed_table_entries(rows: list[dict], device: str, capability: tuple[int, int], dtype: str,
-                        how: str = "") -> list[dict]:
+                        how: str = "", metric: str = "tflops") -> list[dict]:
     entries = []
     for row in rows:
-        by = {r["candidate"]: r for r in row["results"] if r.get("tflops")}
+        by = table_values(row, metric)
         pick = by.pop("PICK", None)
         if pick and row.get("pick") in by:  # the pick is one more sample of that backend
             same = by[row["pick"]]
@@ -529,6 +659,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true", help="also sweep VIT_TRITON launch configs")
     parser.add_argument("--sweep-splits", default="16,256",
                         help="min_d1 values to sweep: 16 splits head_dim 80 -> 64+16, 256 pads to 128")
+    parser.add_argument("--timings", default="eager,graph,host",
+                        help="comma list: eager (do_bench, always), graph (GPU time of the calls "
+                             "replayed as a CUDA graph), host (host time to issue one call)")
+    parser.add_argument("--table-timing", choices=["graph", "eager"], default="graph",
+                        help="the timing the written speed table records (graph: GPU time where "
+                             "capturable, else eager; what decides a GPU-bound tower)")
     parser.add_argument("--json", dest="json_out", default=None, help="write full results here")
     parser.add_argument("--write-speed-table", default=None, metavar="PATH",
                         help="write a speed table (schema 1) from this run")
@@ -598,6 +734,8 @@ def collect(args) -> dict:
                      "speed_table_in_use": user.source if user else speed_table.load_shipped().source})
         names = names + ["PICK"]
     splits = tuple(int(x) for x in args.sweep_splits.split(",") if x)
+    timings = parse_timings(getattr(args, "timings", "eager"))
+    meta["timings"] = sorted(timings)
     rows = []
     for sh in shapes:
         t0 = time.time()
@@ -605,7 +743,8 @@ def collect(args) -> dict:
         dtype = getattr(torch, dname)
         cands = bench_vllm.engine_candidates(torch, sh, dtype, names, cache) if engine else None
         res, sweep = run_shape(torch, sh, dtype, names, rep_ms=args.rep_ms, cands=cands,
-                               configs=sweep_configs(sh, splits) if args.sweep else None)
+                               configs=sweep_configs(sh, splits) if args.sweep else None,
+                               timing_graph="graph" in timings, timing_host="host" in timings)
         torch.cuda.empty_cache()  # this shape's inputs are garbage now
         row = {"shape": {"name": sh.name, "head_dim": sh.head_dim, "lens": sh.lens, "heads": sh.heads,
                          "kv_heads": sh.kv_heads, "flops": sh.flops},
@@ -621,31 +760,51 @@ def collect(args) -> dict:
                 best = max(ok, key=lambda s: s["tflops"])
                 print(f"  sweep best {best['tflops']:.1f} TFLOP/s: {best['config']}", flush=True)
         rows.append(row)
-        brief = ", ".join(f"{r.candidate}={r.tflops:.0f}" if r.tflops else f"{r.candidate}=ERR({r.error})"
-                          for r in res)
+        brief = ", ".join(_brief_result(r) for r in res)
         print(f"[{time.time() - t0:5.1f}s] {sh.name}: {brief}", flush=True)
         if getattr(args, "json_out", None):  # partial results survive a timeout
             with open(args.json_out + ".partial", "w") as f:
                 json.dump({"meta": meta, "rows": rows}, f)
-    return {"meta": meta, "candidates": names, "rows": rows, "summary": summarize(rows)}
+    out = {"meta": meta, "candidates": names, "rows": rows, "summary": summarize(rows)}
+    if "graph" in timings:
+        out["summary_graph"] = summarize(rows, "graph_tflops")
+    return out
 
 
-def table_entries(data: dict, merge_with: list[str] = ()) -> list[dict]:
+def _brief_result(r: Result) -> str:
+    if not r.tflops:
+        return f"{r.candidate}=ERR({r.error})"
+    g = r.extra.get("graph_tflops")
+    return f"{r.candidate}={r.tflops:.0f}" + (f"/{g:.0f}g" if g else "")
+
+
+def parse_timings(spec: str) -> set[str]:
+    got = {t.strip() for t in spec.split(",") if t.strip()} | {"eager"}
+    unknown = got - {"eager", "graph", "host"}
+    if unknown:
+        raise ValueError(f"unknown timings {sorted(unknown)}; choose from eager, graph, host")
+    return got
+
+
+def table_entries(data: dict, merge_with: list[str] = (), table_timing: str = "graph") -> list[dict]:
     m = data["meta"]
+    metric = "graph_tflops" if table_timing == "graph" and "graph" in m.get("timings", []) else "tflops"
+    how = "vllm layer" if m.get("engine_faithful") else "raw kernel"
     entries = speed_table_entries(data["rows"], m["device"], tuple(m["capability"]), m["dtype"],
-                                  "vllm layer" if m.get("engine_faithful") else "raw kernel")
+                                  how + (", CUDA graph" if metric == "graph_tflops" else ""), metric)
     earlier = [json.load(open(p))["entries"] for p in merge_with]
     return merge_entries([entries, *earlier]) if earlier else entries
 
 
 def main(args) -> int:
     data = collect(args)
-    print_table(data["rows"], data["candidates"], data["summary"])
+    print_all(data)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(data, f, indent=1)
     if args.write_speed_table:
-        write_speed_table(args.write_speed_table, table_entries(data, args.merge_with),
+        write_speed_table(args.write_speed_table,
+                          table_entries(data, args.merge_with, args.table_timing),
                           merged_engine_runs(args.merge_with))
     bad = [r for row in data["rows"] for r in row["results"]
            if r["candidate"] in ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN") and r.get("numerics_ok") is False]

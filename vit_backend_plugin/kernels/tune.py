@@ -52,8 +52,8 @@ def main(args) -> int:
 
     args.sweep = bool(args.kernel_configs)
     data = bench.collect(args)
-    bench.print_table(data["rows"], data["candidates"], data["summary"])
-    entries = bench.table_entries(data, args.merge_with)
+    bench.print_all(data)
+    entries = bench.table_entries(data, args.merge_with, args.table_timing)
     table = speed_table.SpeedTable.model_validate({"schema": 1, "entries": entries})
     path = speed_table.save_user(table, Path(args.out) if args.out else None)
     print(f"wrote {len(entries)} speed-table rows to {path}")
