@@ -5,7 +5,8 @@ cu_seqlens monotonicity and its last value can only be read on the host (a max_s
 forces a device sync, so for device tensors those two checks run only when ``VIT_KERNELS_DEBUG=1``;
 a CPU ``cu_seqlens`` (a host copy, which callers often already have) is always checked fully and
 then copied to the device. Everything else (dtypes, shapes, heads, devices, head_dim range) is
-metadata and is always checked.
+metadata and is always checked: in full for metadata not seen before, by one dictionary lookup for
+metadata that already passed (the same shapes, strides, dtypes and devices pass again).
 """
 
 from __future__ import annotations

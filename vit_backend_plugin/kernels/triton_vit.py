@@ -25,8 +25,8 @@ import json
 import math
 import os
 from functools import cache
-from typing import NamedTuple
 from importlib import resources
+from typing import NamedTuple
 
 import torch
 import triton
