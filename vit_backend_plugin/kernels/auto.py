@@ -128,9 +128,9 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
     max_seqlen = int(max_seqlen)
     batch = cu_seqlens.shape[0] - 1
     equal = batch > 0 and q.shape[0] == batch * max_seqlen
-    cap = _capability(q.device.index or 0) if q.is_cuda else (0, 0)
-    dtype = str(q.dtype).removeprefix("torch.")
-    name = decide(cap, dtype, q.shape[-1], equal, max_seqlen, batch, q.is_cuda)
+    is_cuda = q.is_cuda
+    cap = _capability(q.get_device()) if is_cuda else (0, 0)  # get_device: the CUDA index
+    name = decide(cap, _dtype_name(q.dtype), q.shape[-1], equal, max_seqlen, batch, is_cuda)
     if name == "FLASH_ATTN":
         if softmax_scale is None:
             softmax_scale = q.shape[-1] ** -0.5
@@ -139,6 +139,11 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
         return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale,
                                 max_seqlen_exact=max_seqlen_exact)
     return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale)
+
+
+@functools.cache
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 @functools.cache

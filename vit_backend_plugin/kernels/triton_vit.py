@@ -26,6 +26,7 @@ import math
 import os
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 import torch
 import triton
@@ -311,17 +312,26 @@ def split_head_dim(head_dim: int, min_d1: int = 16) -> tuple[int, int]:
 
 def _stride_align(*tensors: torch.Tensor) -> int:
     """Largest power of two (<= 16) dividing every token/head stride: what tl.multiple_of may claim."""
+    return _stride_align_of(tuple(t.stride() for t in tensors))
+
+
+def _stride_align_of(strides: tuple[tuple[int, ...], ...]) -> int:
     g = 0
-    for t in tensors:
-        g = math.gcd(g, t.stride(0), t.stride(1))
+    for st in strides:
+        g = math.gcd(g, st[0], st[1])
     g = g or 16
     return math.gcd(g, 16)
 
 
 def _needs_64bit_offsets(*tensors: torch.Tensor) -> bool:
     """Whether some element offset (from the tensor's start) reaches 2**31: int32 math would wrap."""
-    return any(sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True)) >= 2**31 - 1
-               for t in tensors if t.numel())
+    return _needs_64bit_offsets_of(tuple((t.shape, t.stride()) for t in tensors))
+
+
+def _needs_64bit_offsets_of(layouts: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> bool:
+    """(shape, stride) pairs; an empty tensor has no offsets."""
+    return any(sum((n - 1) * st for n, st in zip(shape, stride, strict=True)) >= 2**31 - 1
+               for shape, stride in layouts if math.prod(shape))
 
 
 @cache
@@ -337,7 +347,10 @@ def load_configs() -> dict:
 
 def pick_config(head_dim: int, max_seqlen: int, dtype: torch.dtype) -> dict:
     """First rule whose head_dim and max_seqlen ranges (inclusive) and dtype (if given) match."""
-    table = load_configs()
+    return _pick_from(load_configs(), head_dim, max_seqlen, dtype)
+
+
+def _pick_from(table: dict, head_dim: int, max_seqlen: int, dtype: torch.dtype) -> dict:
     dname = str(dtype).removeprefix("torch.")
     for rule in table["rules"]:
         lo, hi = rule.get("head_dim", [0, 1 << 30])
@@ -373,7 +386,7 @@ def vit_attention(
     VIT_KERNELS_DEBUG=1); otherwise the kernels still write every row correctly (it only sizes
     the launch). ``config`` overrides the table entry (used by the tuner)."""
     # A CPU cu_seqlens is checked against max_seqlen here: trusted as well, like an exact one.
-    exact = max_seqlen_exact or cu_seqlens.device.type == "cpu"
+    exact = max_seqlen_exact or cu_seqlens.is_cpu
     cu_seqlens, max_seqlen = check_inputs(q, k, v, cu_seqlens, max_seqlen)
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -382,42 +395,94 @@ def vit_attention(
     return _launch(q, k, v, cu_seqlens, max_seqlen, softmax_scale, out, config, row_loop=not exact)
 
 
-def _launch(q, k, v, cu_seqlens, max_seqlen: int, softmax_scale, out, config,
-            row_loop: bool = True) -> torch.Tensor:
-    """The launch on validated inputs (max_seqlen >= 1 only sizes the grid / tile)."""
-    total, hq, head_dim = q.shape
-    batch = cu_seqlens.numel() - 1
-    if total == 0 or max_seqlen == 0:
-        return out
+class LaunchPlan(NamedTuple):
+    """Everything a launch derives from metadata: which kernel, its grid, the scalar arguments
+    after (q, k, v, out, cu_seqlens), and its constexprs plus num_warps / num_stages."""
+
+    kernel: str  # "packed" or "main"
+    grid: tuple[int, ...]
+    args: tuple
+    constexprs: dict  # shared by every call with this plan: never mutated
+
+
+def plan_launch(layouts: tuple, dtype: torch.dtype, batch: int, max_seqlen: int,
+                softmax_scale: float | None, cfg: dict, row_loop: bool, interpret: bool) -> LaunchPlan:
+    """Pure: the launch for these (shape, stride) layouts of q, k, v, out (in that order)."""
+    (q_shape, q_stride), (k_shape, k_stride), (_, v_stride), (_, o_stride) = layouts
+    _, hq, head_dim = q_shape
     scale = (1.0 / math.sqrt(head_dim)) if softmax_scale is None else float(softmax_scale)
-    cfg = dict(config) if config is not None else pick_config(head_dim, max_seqlen, q.dtype)
     d0, d1 = split_head_dim(head_dim, cfg.get("min_d1", 16))
-    common = dict(
-        GROUP=hq // k.shape[1], HEAD_DIM=head_dim, D0=d0, D1=d1,
-        STRIDE_ALIGN=_stride_align(q, k, v, out), OFF64=_needs_64bit_offsets(q, k, v, out),
+    align = _stride_align_of((q_stride, k_stride, v_stride, o_stride))
+    consts = dict(
+        GROUP=hq // k_shape[1], HEAD_DIM=head_dim, D0=d0, D1=d1,
+        STRIDE_ALIGN=align, OFF64=_needs_64bit_offsets_of(layouts),
         ROW_LOOP=row_loop,
-        CACHE_KV=cfg.get("cache_kv", "") if not interpret_mode() else "",
-        IEEE=q.dtype == torch.float32,
-        UPCAST=interpret_mode() and q.dtype == torch.bfloat16,
+        CACHE_KV=cfg.get("cache_kv", "") if not interpret else "",
+        IEEE=dtype == torch.float32,
+        UPCAST=interpret and dtype == torch.bfloat16,
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
-    align = common["STRIDE_ALIGN"]
-    strides = tuple(s // align for s in (q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-                                         v.stride(0), v.stride(1), out.stride(0), out.stride(1)))
+    strides = tuple(s // align for s in (q_stride[0], q_stride[1], k_stride[0], k_stride[1],
+                                         v_stride[0], v_stride[1], o_stride[0], o_stride[1]))
     qk_scale = scale * LOG2E
     if cfg.get("kernel") == "packed":
         block = max(16, triton.next_power_of_2(max_seqlen))
         if block > cfg.get("max_block", 128):
             raise ValueError(f"packed kernel config used for max_seqlen {max_seqlen} > {cfg.get('max_block', 128)}")
         pack = max(1, int(cfg.get("PACK", 1)))
-        grid = (triton.cdiv(batch, pack), hq)
-        _attn_fwd_packed[grid](q, k, v, out, cu_seqlens, qk_scale, batch, *strides,
-                               BLOCK=block, PACK=pack, **common)
+        return LaunchPlan("packed", (triton.cdiv(batch, pack), hq), (qk_scale, batch, *strides),
+                          dict(BLOCK=block, PACK=pack, **consts))
+    block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    if max_seqlen < block_m:  # don't run 128-row tiles over 65-token sequences
+        block_m = max(16, min(block_m, triton.next_power_of_2(max_seqlen)))
+    return LaunchPlan("main", (triton.cdiv(max_seqlen, block_m), batch, hq), (qk_scale, *strides),
+                      dict(BLOCK_M=block_m, BLOCK_N=block_n, **consts))
+
+
+# Plans from the config table, keyed by every input of plan_launch (layouts, dtype, batch,
+# max_seqlen, scale, row_loop, interpreter): a ViT tower repeats a handful of shapes, and
+# deriving a plan costs more host time than a short kernel runs. Emptied when load_configs
+# returns another table; bounded, oldest plan out first. An explicit config (the tuner) bypasses it.
+_PLANS: dict[tuple, LaunchPlan] = {}
+_PLANS_TABLE: list = [None]  # the table the plans came from
+_PLANS_CAP = 1024
+
+
+def _table_plan(q, k, v, out, batch: int, max_seqlen: int, softmax_scale, row_loop: bool) -> LaunchPlan:
+    table = load_configs()
+    if table is not _PLANS_TABLE[0]:
+        _PLANS.clear()
+        _PLANS_TABLE[0] = table
+    interpret = interpret_mode()
+    layouts = ((q.shape, q.stride()), (k.shape, k.stride()), (v.shape, v.stride()),
+               (out.shape, out.stride()))
+    key = (layouts, q.dtype, batch, max_seqlen, softmax_scale, row_loop, interpret)
+    plan = _PLANS.get(key)
+    if plan is None:
+        cfg = _pick_from(table, q.shape[2], max_seqlen, q.dtype)
+        plan = plan_launch(layouts, q.dtype, batch, max_seqlen, softmax_scale, cfg, row_loop, interpret)
+        if len(_PLANS) >= _PLANS_CAP:
+            del _PLANS[next(iter(_PLANS))]
+        _PLANS[key] = plan
+    return plan
+
+
+def _launch(q, k, v, cu_seqlens, max_seqlen: int, softmax_scale, out, config,
+            row_loop: bool = True) -> torch.Tensor:
+    """The launch on validated inputs (max_seqlen >= 1 only sizes the grid / tile)."""
+    total, _, _ = q.shape
+    batch = cu_seqlens.numel() - 1
+    if total == 0 or max_seqlen == 0:
+        return out
+    if softmax_scale is not None:
+        softmax_scale = float(softmax_scale)  # also the cache key: 0.5 and a 0.5 tensor alike
+    if config is None:
+        plan = _table_plan(q, k, v, out, batch, max_seqlen, softmax_scale, row_loop)
     else:
-        block_m, block_n = cfg["BLOCK_M"], cfg["BLOCK_N"]
-        if max_seqlen < block_m:  # don't run 128-row tiles over 65-token sequences
-            block_m = max(16, min(block_m, triton.next_power_of_2(max_seqlen)))
-        grid = (triton.cdiv(max_seqlen, block_m), batch, hq)
-        _attn_fwd_main[grid](q, k, v, out, cu_seqlens, qk_scale, *strides,
-                             BLOCK_M=block_m, BLOCK_N=block_n, **common)
+        layouts = ((q.shape, q.stride()), (k.shape, k.stride()), (v.shape, v.stride()),
+                   (out.shape, out.stride()))
+        plan = plan_launch(layouts, q.dtype, batch, max_seqlen, softmax_scale, dict(config), row_loop,
+                           interpret_mode())
+    kernel = _attn_fwd_packed if plan.kernel == "packed" else _attn_fwd_main
+    kernel[plan.grid](q, k, v, out, cu_seqlens, *plan.args, **plan.constexprs)
     return out

@@ -91,19 +91,58 @@ def _vit_plugin_attention(
 ) -> torch.Tensor:
     """q/k/v (b, s, h, d), possibly strided views of a packed qkv; returns (b, s, hq, d)."""
     bsz, q_len = q.shape[:2]
-    q, k, v = (x.reshape(-1, x.shape[-2], x.shape[-1]) for x in (q, k, v))
+    q, k, v = _tokens_first(q), _tokens_first(k), _tokens_first(v)
     # Host reads of max_seqlen / lengths live here, inside the op, so the traced graph has none.
-    with gpu_sync_allowed():
-        if cu_seqlens is None:
-            cu = torch.arange(0, (bsz + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
-            max_len = q_len
-        else:
-            cu = cu_seqlens.to(device=q.device, dtype=torch.int32).contiguous()
-            max_len = int(max_seqlen.item()) if max_seqlen is not None and max_seqlen.numel() == 1 else 0
-            if max_len <= 0:  # a model that computed no max for a backend it doesn't know
+    # Only the reads that may sync run under gpu_sync_allowed (entering it costs host time).
+    if cu_seqlens is None:
+        cu = torch.arange(0, (bsz + 1) * q_len, q_len, dtype=torch.int32, device=q.device)
+        max_len = q_len
+    else:
+        cu = cu_seqlens
+        if not (cu.dtype == torch.int32 and cu.device == q.device and cu.is_contiguous()):
+            with gpu_sync_allowed():  # a host-to-device copy waits for the device
+                cu = cu.to(device=q.device, dtype=torch.int32).contiguous()
+        max_len = _given_max_len(max_seqlen)
+        if max_len <= 0:  # a model that computed no max for a backend it doesn't know
+            with gpu_sync_allowed():
                 max_len = _max_len_from_lengths(cu_seqlens, cu)
     out = get_kernel(backend)(q, k, v, cu, max_len, scale)
     return out.view(bsz, q_len, *out.shape[1:])
+
+
+def _tokens_first(x: torch.Tensor) -> torch.Tensor:
+    """(b, s, h, d) -> (b * s, h, d): x.reshape, without its extra cost when a view does it
+    (reshape returns exactly that view then; it copies only where no view exists)."""
+    try:
+        return x.view(-1, x.shape[-2], x.shape[-1])
+    except RuntimeError:
+        return x.reshape(-1, x.shape[-2], x.shape[-1])
+
+
+def _given_max_len(max_seqlen: torch.Tensor | None) -> int:
+    """The caller's max_seqlen (0 when absent); reading a device tensor waits for the device."""
+    if max_seqlen is None or max_seqlen.numel() != 1:
+        return 0
+    if max_seqlen.is_cpu:
+        return int(max_seqlen.item())
+    with gpu_sync_allowed():
+        return int(max_seqlen.item())
+
+
+# CPU int32 scalars for the int max_seqlen a model passes (the op takes a tensor): one per value,
+# made once, instead of a torch.tensor per call and layer. Read-only by contract (the op reads it).
+_MAX_SEQLEN_TENSORS: dict[int, torch.Tensor] = {}
+_MAX_SEQLEN_TENSORS_CAP = 4096
+
+
+def _max_seqlen_tensor(value: int) -> torch.Tensor:
+    t = _MAX_SEQLEN_TENSORS.get(value)
+    if t is None:
+        with torch.inference_mode(False):  # a normal tensor: usable in and out of inference mode
+            t = torch.tensor(value, dtype=torch.int32)
+        if len(_MAX_SEQLEN_TENSORS) < _MAX_SEQLEN_TENSORS_CAP:
+            _MAX_SEQLEN_TENSORS[value] = t
+    return t
 
 
 def _vit_plugin_attention_fake(q, k, v, backend, scale, cu_seqlens, max_seqlen):
@@ -172,7 +211,10 @@ class PluginMMEncoderAttention(MMEncoderAttention):
         is_reshaped = query.dim() != 4
         query, key, value = self.view_qkv_to_4d(query, key, value, bsz, q_len, key.shape[1])
         if max_seqlen is not None and not isinstance(max_seqlen, torch.Tensor):
-            max_seqlen = torch.tensor(int(max_seqlen), dtype=torch.int32)
+            if torch.compiler.is_compiling():  # traced: a constant in the graph, no global cache
+                max_seqlen = torch.tensor(int(max_seqlen), dtype=torch.int32)
+            else:
+                max_seqlen = _max_seqlen_tensor(int(max_seqlen))
         out = torch.ops.vllm.vit_plugin_attention(
             query, key, value, backend, float(self.scale), cu_seqlens, max_seqlen
         )
