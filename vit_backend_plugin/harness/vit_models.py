@@ -31,6 +31,12 @@ FULL_VITS: dict[str, tuple[str, dict]] = {
     # Qwen2-VL vision architecture.
     "internvit-d64": ("qwen2_vl", {"depth": 24, "embed_dim": 1024, "num_heads": 16,
                                    "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
+    # Small towers, where a call is short and the host's cost per layer shows: CLIP-B/16-size
+    # (12 layers, 768 wide, 12 heads: head_dim 64) and the same depth at head_dim 128 (1536 wide).
+    "clip-b-d64": ("qwen2_vl", {"depth": 12, "embed_dim": 768, "num_heads": 12,
+                                "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
+    "small-d128": ("qwen2_vl", {"depth": 12, "embed_dim": 1536, "num_heads": 12,
+                                "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
     # Qwen2.5-VL-7B's windowed ViT: 32 layers, 1280 wide, 16 heads, window attention except
     # blocks 7, 15, 23, 31.
     "qwen2.5-vl-7b": ("qwen2_5_vl", {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
