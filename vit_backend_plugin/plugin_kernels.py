@@ -7,6 +7,10 @@
 Our own kernels live in :mod:`vit_backend_plugin.kernels`; the two third-party ones (upstream
 flash_attn, xformers) are thin adapters here. Imports happen on first use, so a missing package
 costs nothing until that backend is actually chosen.
+
+Every function also takes a keyword ``capturing``: True while vLLM's encoder CUDA graphs are
+captured (the plugin's op passes it only then), None to ask the stream where it matters. VIT_TRITON
+and VIT_AUTO also take ``out=`` (see :data:`TAKES_OUT`); the others allocate their own output.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import functools
 from collections.abc import Callable
 
 PLUGIN_BACKENDS = ("VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS")
+TAKES_OUT = ("VIT_TRITON", "VIT_AUTO")  # backends whose function writes into a given ``out=``
 
 
-def _upstream_flash_attn(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
+def _upstream_flash_attn(q, k, v, cu_seqlens, max_seqlen, softmax_scale, *, capturing=None):
+    # No host read here: capturable (the op zeroes the padding rows it leaves unwritten).
     from flash_attn import flash_attn_varlen_func
 
     return flash_attn_varlen_func(
@@ -28,7 +34,10 @@ def _upstream_flash_attn(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
     )
 
 
-def _xformers(q, k, v, cu_seqlens, max_seqlen, softmax_scale):
+def _xformers(q, k, v, cu_seqlens, max_seqlen, softmax_scale, *, capturing=None):
+    from vit_backend_plugin.capture import refuse_host_read
+
+    refuse_host_read("XFORMERS", "read the sequence lengths for its mask (.tolist())", capturing)
     from xformers import ops as xops
     from xformers.ops.fmha.attn_bias import BlockDiagonalMask
 

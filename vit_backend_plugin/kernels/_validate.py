@@ -7,6 +7,10 @@ a CPU ``cu_seqlens`` (a host copy, which callers often already have) is always c
 then copied to the device. Everything else (dtypes, shapes, heads, devices, head_dim range) is
 metadata and is always checked: in full for metadata not seen before, by one dictionary lookup for
 metadata that already passed (the same shapes, strides, dtypes and devices pass again).
+
+Inside a CUDA graph capture every host read of device data raises CaptureSyncError first (the
+capture is asked only on the paths that read: free on the others). vLLM's encoder CUDA graphs pad
+the tokens to a budget, so there cu_seqlens[-1] may be smaller than the token count.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import os
 
 import torch
 
+from vit_backend_plugin.capture import refuse_host_read, stream_capturing
+
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
 
 
@@ -22,11 +28,13 @@ def debug_checks_enabled() -> bool:
     return os.environ.get("VIT_KERNELS_DEBUG", "") not in ("", "0", "false", "False")
 
 
-def as_max_seqlen(max_seqlen) -> int:
+def as_max_seqlen(max_seqlen, backend: str = "plugin kernel", capturing: bool | None = None) -> int:
     """int, or a one-element tensor (a device tensor costs a sync, as in vLLM's wrappers)."""
     if isinstance(max_seqlen, torch.Tensor):
         if max_seqlen.numel() != 1:
             raise ValueError(f"max_seqlen tensor must have one element, got shape {tuple(max_seqlen.shape)}")
+        if not max_seqlen.is_cpu:
+            refuse_host_read(backend, "read max_seqlen from a device tensor", capturing)
         max_seqlen = int(max_seqlen.item())
     if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
         raise ValueError(f"max_seqlen must be an int, got {type(max_seqlen).__name__}")
@@ -44,8 +52,11 @@ def check_inputs(
     *,
     dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32),
     head_dim_multiple: int = 1,
+    backend: str = "plugin kernel",
+    capturing: bool | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """Validate the varlen contract; return (cu_seqlens on q's device, max_seqlen as int)."""
+    """Validate the varlen contract; return (cu_seqlens on q's device, max_seqlen as int).
+    ``capturing``: whether a CUDA graph is being captured (None: asked where it matters)."""
     key = _metadata_key(q, k, v, cu_seqlens, dtypes, head_dim_multiple)
     if key is None or key not in _VALID_METADATA:
         _check_metadata(q, k, v, cu_seqlens, dtypes, head_dim_multiple)
@@ -53,15 +64,20 @@ def check_inputs(
             if len(_VALID_METADATA) >= _VALID_METADATA_CAP:
                 del _VALID_METADATA[next(iter(_VALID_METADATA))]  # the oldest
             _VALID_METADATA[key] = None
-    max_seqlen = as_max_seqlen(max_seqlen)
+    max_seqlen = as_max_seqlen(max_seqlen, backend, capturing)
     on_host = cu_seqlens.is_cpu
     if not on_host and cu_seqlens.device != q.device:
         raise ValueError(f"cu_seqlens is on {cu_seqlens.device} but q is on {q.device}")
     if max_seqlen == 0 and q.shape[0]:  # "not computed" (vLLM passes 0 for backends it doesn't know)
+        # Refused while capturing even from a host cu_seqlens: the graph would keep this value.
+        refuse_host_read(backend, "derive max_seqlen from cu_seqlens (max_seqlen 0)", capturing)
         max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())  # a host read, like vLLM's wrappers
     if on_host or debug_checks_enabled():
-        _check_cu_values(cu_seqlens.cpu(), q.shape[0], max_seqlen)
+        if not on_host:
+            refuse_host_read(backend, "check cu_seqlens on the host (VIT_KERNELS_DEBUG=1)", capturing)
+        _check_cu_values(cu_seqlens.cpu(), q.shape[0], max_seqlen, capturing)
     if on_host and not q.is_cpu:
+        refuse_host_read(backend, "copy a host cu_seqlens to the device", capturing)
         cu_seqlens = cu_seqlens.to(q.device, non_blocking=True)
     return cu_seqlens, max_seqlen
 
@@ -123,13 +139,21 @@ def _check_metadata(q, k, v, cu_seqlens, dtypes, head_dim_multiple) -> None:
         raise ValueError(f"cu_seqlens must be contiguous, got stride {cu_seqlens.stride()}")
 
 
-def _check_cu_values(cu: torch.Tensor, total_tokens: int, max_seqlen: int) -> None:
+def _check_cu_values(cu: torch.Tensor, total_tokens: int, max_seqlen: int,
+                     capturing: bool | None = None) -> None:
     lens = cu[1:] - cu[:-1]
     if int(cu[0]) != 0:
         raise ValueError(f"cu_seqlens must start at 0, got {int(cu[0])}")
     if bool((lens < 0).any()):
         raise ValueError("cu_seqlens is not monotonic (non-decreasing)")
-    if int(cu[-1]) != total_tokens:
-        raise ValueError(f"cu_seqlens[-1] = {int(cu[-1])} but q has {total_tokens} tokens")
+    last = int(cu[-1])
+    # Padded to a token budget (vLLM's encoder CUDA graphs, capture only): fewer tokens in
+    # sequences than rows is fine there; the rows past cu_seqlens[-1] are never attended.
+    if last != total_tokens and not (last < total_tokens and _capturing(capturing)):
+        raise ValueError(f"cu_seqlens[-1] = {last} but q has {total_tokens} tokens")
     if lens.numel() and int(lens.max()) > max_seqlen:
         raise ValueError(f"max_seqlen {max_seqlen} is smaller than the longest sequence {int(lens.max())}")
+
+
+def _capturing(capturing: bool | None) -> bool:
+    return stream_capturing() if capturing is None else capturing

@@ -9,6 +9,11 @@ size, dtype, whether all sequences have equal length (total tokens == batch * ma
 max_seqlen bucket and the number of sequences. The table is data (``data/speed_table.json``, or
 the user table written by `vit-parity tune`); with no row for a shape, FlashAttention where it
 runs this head size, else our kernel.
+
+In vLLM's encoder CUDA-graph capture (the plugin's op passes ``capturing=True``) the tokens are
+padded to a budget and max_seqlen is only an upper bound: equal lengths can't be told from shapes
+there, so the choice is between FlashAttention and our kernel (both write into the op's ``out``,
+whose padding rows stay as the caller set them), never TORCH_SDPA_CUDNN.
 """
 
 from __future__ import annotations
@@ -105,39 +110,49 @@ def _fa_version(head_size: int):
     return _vllm_flash_attn()[1](head_size=head_size)
 
 
-def vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None):
-    """vLLM's FlashAttention varlen call, as its ViT wrapper makes it (FA version vLLM picks)."""
+def vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, out=None):
+    """vLLM's FlashAttention varlen call, as its ViT wrapper makes it (FA version vLLM picks);
+    ``out``: written in place, as vLLM's wrapper passes it."""
+    kwargs = {} if out is None else {"out": out}
     return _vllm_flash_attn()[0](
         q, k, v, cu_seqlens_q=cu_seqlens, cu_seqlens_k=cu_seqlens, max_seqlen_q=max_seqlen,
         max_seqlen_k=max_seqlen, dropout_p=0.0, softmax_scale=softmax_scale, causal=False,
-        fa_version=_fa_version(q.shape[-1]))
+        fa_version=_fa_version(q.shape[-1]), **kwargs)
 
 
 @functools.lru_cache(maxsize=4096)
 def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_lengths: bool,
-           max_seqlen: int, num_seqs: int, is_cuda: bool) -> str:
+           max_seqlen: int, num_seqs: int, is_cuda: bool, capturing: bool = False) -> str:
     available = _available(is_cuda, dtype, head_size)
+    if capturing:  # padded inputs: cuDNN's equal-length shortcut would attend over the padding
+        available = tuple(n for n in available if n != "TORCH_SDPA_CUDNN")
     default = "FLASH_ATTN" if "FLASH_ATTN" in available else DEFAULT
     return choose(list(_rows(capability, dtype, head_size)), equal_lengths, max_seqlen, num_seqs,
                   available, default)
 
 
 def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
-                       max_seqlen_exact: bool = False):
-    """Same contract as :func:`vit_backend_plugin.kernels.vit_attention`."""
+                       max_seqlen_exact: bool = False, out=None, capturing: bool = False):
+    """Same contract as :func:`vit_backend_plugin.kernels.vit_attention`. ``capturing=True``:
+    vLLM's encoder CUDA-graph capture (padded inputs; see the module docstring). ``out``: the
+    output buffer, written in place by FlashAttention or our kernel."""
     max_seqlen = int(max_seqlen)
     batch = cu_seqlens.shape[0] - 1
-    equal = batch > 0 and q.shape[0] == batch * max_seqlen
+    equal = batch > 0 and q.shape[0] == batch * max_seqlen and not capturing
     is_cuda = q.is_cuda
     cap = _capability(q.get_device()) if is_cuda else (0, 0)  # get_device: the CUDA index
-    name = decide(cap, _dtype_name(q.dtype), q.shape[-1], equal, max_seqlen, batch, is_cuda)
+    name = decide(cap, _dtype_name(q.dtype), q.shape[-1], equal, max_seqlen, batch, is_cuda,
+                  capturing)
     if name == "FLASH_ATTN":
         if softmax_scale is None:
             softmax_scale = q.shape[-1] ** -0.5
-        return vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale)
+        return vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale, out=out)
     if name == "VIT_TRITON":
-        return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale,
-                                max_seqlen_exact=max_seqlen_exact)
+        return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale, out=out,
+                                max_seqlen_exact=max_seqlen_exact, capturing=capturing or None)
+    if out is not None:  # a callee with its own output; not reached while capturing
+        out.copy_(_kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale))
+        return out
     return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale)
 
 

@@ -4,6 +4,10 @@ Equal lengths run as one batched call; this needs no host sync: lengths are each
 sum to total_tokens, so they are all equal exactly when total_tokens == batch * max_seqlen.
 Mixed lengths run one call per sequence (the lengths are read on the host: one sync, as vLLM's
 TORCH_SDPA ViT path does). cuDNN wants fp16/bf16 and head_dim % 8 == 0; both are checked first.
+
+Inside a CUDA graph capture the mixed-lengths read raises CaptureSyncError before it happens. In
+vLLM's encoder CUDA graphs (the plugin's op passes ``capturing=True``) the tokens are padded to a
+budget, so total_tokens == batch * max_seqlen no longer means equal lengths: refused there too.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from vit_backend_plugin.capture import CaptureSyncError, refuse_host_read
 from vit_backend_plugin.kernels._validate import check_inputs
+
+NAME = "TORCH_SDPA_CUDNN"
 
 
 def _sdpa(q, k, v, scale, backends):
@@ -29,8 +36,10 @@ def _sdpa(q, k, v, scale, backends):
     return o.transpose(1, 2)
 
 
-def sdpa_varlen(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, backends=None):
-    """Varlen attention through torch SDPA; ``backends`` None = torch's default dispatch."""
+def sdpa_varlen(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, backends=None, *,
+                backend: str = "torch SDPA", capturing: bool | None = None):
+    """Varlen attention through torch SDPA; ``backends`` None = torch's default dispatch.
+    ``backend`` names the caller in errors; ``capturing`` None: asked before the lengths read."""
     total = q.shape[0]
     batch = cu_seqlens.numel() - 1
     if total == 0:
@@ -40,6 +49,7 @@ def sdpa_varlen(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, backends=No
         o = _sdpa(q.view(*shp, *q.shape[1:]), k.view(*shp, *k.shape[1:]), v.view(*shp, *v.shape[1:]),
                   softmax_scale, backends)
         return o.reshape(q.shape)
+    refuse_host_read(backend, "read the mixed sequence lengths (.tolist())", capturing)
     lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     for qi, ki, vi, oi in zip(q.split(lens), k.split(lens), v.split(lens), out.split(lens), strict=True):
@@ -55,13 +65,23 @@ def sdpa_cudnn_attention(
     cu_seqlens: torch.Tensor,
     max_seqlen,
     softmax_scale: float | None = None,
+    *,
+    capturing: bool | None = None,
 ) -> torch.Tensor:
-    """Non-causal varlen attention on torch SDPA's cuDNN backend. Same contract as vit_attention."""
+    """Non-causal varlen attention on torch SDPA's cuDNN backend. Same contract as vit_attention.
+    ``capturing=True`` (vLLM's encoder CUDA-graph capture, padded inputs) always raises."""
+    if capturing:
+        raise CaptureSyncError(
+            f"{NAME} cannot run inside vLLM's encoder CUDA graph capture: the tokens are padded "
+            f"to a budget, so which sequences have equal length is known only from a host read "
+            f"of cu_seqlens, which a capture does not allow"
+        )
     cu_seqlens, max_seqlen = check_inputs(
         q, k, v, cu_seqlens, max_seqlen,
         dtypes=(torch.float16, torch.bfloat16), head_dim_multiple=8,
+        backend=NAME, capturing=capturing,
     )
     if q.device.type != "cuda":
         raise ValueError(f"TORCH_SDPA_CUDNN needs CUDA tensors, got {q.device}")
     return sdpa_varlen(q, k, v, cu_seqlens, max_seqlen, softmax_scale,
-                       backends=[SDPBackend.CUDNN_ATTENTION])
+                       backends=[SDPBackend.CUDNN_ATTENTION], backend=NAME, capturing=capturing)

@@ -373,6 +373,7 @@ def vit_attention(
     out: torch.Tensor | None = None,
     config: dict | None = None,
     max_seqlen_exact: bool = False,
+    capturing: bool | None = None,
 ) -> torch.Tensor:
     """Non-causal varlen attention. Returns out [total_tokens, Hq, D] (q's dtype).
 
@@ -384,10 +385,15 @@ def vit_attention(
     ``max_seqlen`` 0 means "derive it from cu_seqlens" (a host read). A max_seqlen smaller than
     the longest sequence is rejected where the lengths are read anyway (a CPU cu_seqlens, or
     VIT_KERNELS_DEBUG=1); otherwise the kernels still write every row correctly (it only sizes
-    the launch). ``config`` overrides the table entry (used by the tuner)."""
+    the launch). ``config`` overrides the table entry (used by the tuner).
+
+    ``capturing``: whether a CUDA graph is being captured (None: asked only where a host read
+    would happen). Rows past cu_seqlens[-1] (padding) are never written: pass a zeroed ``out``
+    where they must be defined."""
     # A CPU cu_seqlens is checked against max_seqlen here: trusted as well, like an exact one.
     exact = max_seqlen_exact or cu_seqlens.is_cpu
-    cu_seqlens, max_seqlen = check_inputs(q, k, v, cu_seqlens, max_seqlen)
+    cu_seqlens, max_seqlen = check_inputs(q, k, v, cu_seqlens, max_seqlen, backend="VIT_TRITON",
+                                          capturing=capturing)
     if out is None:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     elif out.shape != q.shape or out.dtype != q.dtype or out.device != q.device or out.stride(-1) != 1:

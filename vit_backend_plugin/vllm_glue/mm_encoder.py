@@ -6,6 +6,12 @@ registered custom op so torch.compile'd vision towers treat them like vLLM's own
 A plugin kernel that fails at run time (missing file, compile error, unsupported shape) never
 stops the engine when the plugin chose it: that layer switches to the backend vLLM itself would
 have chosen, with one warning. A backend the user named explicitly raises instead.
+
+Under vLLM's encoder CUDA graphs (``cudagraph_mm_encoder``) the op is captured: its inputs are
+padded to a token budget (cu_seqlens[-1] may be below the token count; max_seqlen an upper
+bound). While capturing, the rows past cu_seqlens[-1] come out 0, as vLLM's FA wrapper makes them
+(uninitialised memory there can hold NaNs on replay), and a plugin path that would read device
+data on the host raises CaptureSyncError first, so the fallback above takes that layer to stock.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from vllm.utils.torch_utils import direct_register_custom_op
 from vllm.v1.attention.backends.fa_utils import get_flash_attn_version
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
-from vit_backend_plugin.plugin_kernels import PLUGIN_BACKENDS, get_kernel
+from vit_backend_plugin.capture import refuse_host_read, stream_capturing
+from vit_backend_plugin.plugin_kernels import PLUGIN_BACKENDS, TAKES_OUT, get_kernel
 from vit_backend_plugin.vllm_glue import selector
 
 logger = logging.getLogger("vllm.vit_backend_plugin")
@@ -73,8 +80,12 @@ def _version(t: torch.Tensor) -> int | None:
     return None if t.is_inference() else t._version
 
 
-def _max_len_from_lengths(cu_seqlens: torch.Tensor, cu: torch.Tensor) -> int:
+def _max_len_from_lengths(cu_seqlens: torch.Tensor, cu: torch.Tensor, backend: str = "VIT_TRITON",
+                          capturing: bool = False) -> int:
     global LENGTH_READS
+    # Refused while capturing even on a cache hit: the graph would keep a max from the capture's
+    # lengths, not the replay's (and a static buffer is the same object on every replay).
+    refuse_host_read(backend, "read max_seqlen from cu_seqlens (the model passed none)", capturing)
     ref, version, value = _MAX_LEN_CACHE
     now = _version(cu_seqlens)
     if ref is not None and ref() is cu_seqlens and now == version:
@@ -92,6 +103,9 @@ def _vit_plugin_attention(
     """q/k/v (b, s, h, d), possibly strided views of a packed qkv; returns (b, s, hq, d)."""
     bsz, q_len = q.shape[:2]
     q, k, v = _tokens_first(q), _tokens_first(k), _tokens_first(v)
+    # Asked once per call (the op body runs eagerly, never traced); every host read below checks
+    # it before reading.
+    capturing = stream_capturing()
     # Host reads of max_seqlen / lengths live here, inside the op, so the traced graph has none.
     # Only the reads that may sync run under gpu_sync_allowed (entering it costs host time).
     if cu_seqlens is None:
@@ -100,14 +114,30 @@ def _vit_plugin_attention(
     else:
         cu = cu_seqlens
         if not (cu.dtype == torch.int32 and cu.device == q.device and cu.is_contiguous()):
+            if cu.device != q.device:
+                refuse_host_read(backend, "copy cu_seqlens to q's device", capturing)
             with gpu_sync_allowed():  # a host-to-device copy waits for the device
                 cu = cu.to(device=q.device, dtype=torch.int32).contiguous()
-        max_len = _given_max_len(max_seqlen)
+        max_len = _given_max_len(max_seqlen, backend, capturing)
         if max_len <= 0:  # a model that computed no max for a backend it doesn't know
             with gpu_sync_allowed():
-                max_len = _max_len_from_lengths(cu_seqlens, cu)
-    out = get_kernel(backend)(q, k, v, cu, max_len, scale)
+                max_len = _max_len_from_lengths(cu_seqlens, cu, backend, capturing)
+    kernel = get_kernel(backend)
+    if not capturing:
+        out = kernel(q, k, v, cu, max_len, scale)
+    elif backend in TAKES_OUT:
+        # Rows past cu_seqlens[-1] (padding) are never written: zeros, as vLLM's FA wrapper does.
+        out = kernel(q, k, v, cu, max_len, scale, capturing=True,
+                     out=torch.zeros(q.shape, dtype=q.dtype, device=q.device))
+    else:
+        out = _zero_padding_rows(kernel(q, k, v, cu, max_len, scale, capturing=True), cu)
     return out.view(bsz, q_len, *out.shape[1:])
+
+
+def _zero_padding_rows(out: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
+    """Zero the rows of a callee-allocated output past cu[-1], on the device (no host read)."""
+    rows = torch.arange(out.shape[0], device=out.device)
+    return out.masked_fill_((rows >= cu[-1]).view(-1, *([1] * (out.dim() - 1))), 0)
 
 
 def _tokens_first(x: torch.Tensor) -> torch.Tensor:
@@ -119,12 +149,14 @@ def _tokens_first(x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-2], x.shape[-1])
 
 
-def _given_max_len(max_seqlen: torch.Tensor | None) -> int:
+def _given_max_len(max_seqlen: torch.Tensor | None, backend: str = "VIT_TRITON",
+                   capturing: bool = False) -> int:
     """The caller's max_seqlen (0 when absent); reading a device tensor waits for the device."""
     if max_seqlen is None or max_seqlen.numel() != 1:
         return 0
-    if max_seqlen.is_cpu:
+    if max_seqlen.is_cpu:  # vLLM's capture inputs keep it here: a host value, no sync
         return int(max_seqlen.item())
+    refuse_host_read(backend, "read max_seqlen from a device tensor", capturing)
     with gpu_sync_allowed():
         return int(max_seqlen.item())
 

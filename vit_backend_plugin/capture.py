@@ -1,0 +1,33 @@
+"""CUDA-graph capture facts for the plugin's op and kernels (torch only, no vLLM).
+
+While a stream is captured (vLLM's encoder CUDA graphs, ``cudagraph_mm_encoder``), nothing may
+read device data on the host: ``.item()`` / ``.tolist()`` on a CUDA tensor invalidates the
+capture, and any value read then would be baked into the graph, not re-read on replay.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class CaptureSyncError(RuntimeError):
+    """A plugin backend would read device data (or cu_seqlens contents) on the host while a CUDA
+    graph is being captured. Raised before the read, so the capture stays valid."""
+
+
+def stream_capturing() -> bool:
+    """True while the current CUDA stream is being captured. No capture can run before CUDA is
+    initialised, so on CPU / without CUDA this never calls into CUDA (which can raise there)."""
+    return torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+
+
+def refuse_host_read(backend: str, what: str, capturing: bool | None = None) -> None:
+    """Raise CaptureSyncError if capturing (``None``: ask the stream now). Call it right before
+    a host read, only on the paths that make one: it costs nothing on the others."""
+    if capturing is None:
+        capturing = stream_capturing()
+    if capturing:
+        raise CaptureSyncError(
+            f"{backend} cannot run inside a CUDA graph capture: it would {what}, a host read of "
+            f"device data that a capture does not allow (and a replay would not redo)"
+        )
