@@ -381,3 +381,25 @@ def test_auto_passes_out_to_flash_attention_and_drops_the_equal_shortcut(gpu_tab
     auto.vit_auto_attention(q, k, v, torch.tensor([0, 12], dtype=torch.int32), 24, out=out, capturing=True)
     assert decisions[-1][3] is False and decisions[-1][-1] is True
     assert calls and calls[-1]["out"] is out
+
+
+def test_a_benchmark_capture_of_exact_inputs_runs_the_op_as_in_eager(capturing, monkeypatch):
+    """bench-kernels times calls as CUDA-graph replays of the very inputs captured: inside
+    ``exact_inputs()`` the op behaves as outside a capture (no padding fill, cuDNN allowed);
+    outside the block, the same capture is vLLM's kind again."""
+    from vit_backend_plugin.vllm_glue import mm_encoder as mm
+
+    fake = types.ModuleType("flash_attn")
+    fake.flash_attn_varlen_func = lambda q, *a, **kw: torch.full_like(q, float("nan"))
+    monkeypatch.setitem(sys.modules, "flash_attn", fake)
+    q, k, v = torch.randn(3, 1, 24, 2, 64).unbind(0)
+    args = ("FLASH_ATTN_UPSTREAM", 0.125, torch.tensor([0, 5, 12, 12], dtype=torch.int32),
+            torch.tensor(24, dtype=torch.int32))
+    with capture.exact_inputs():
+        assert not capture.stream_capturing()
+        with capture.exact_inputs():  # nests
+            pass
+        assert not capture.stream_capturing()
+        assert mm._vit_plugin_attention(q, k, v, *args).isnan().all()  # no fill: as in eager
+    assert capture.stream_capturing()
+    assert (mm._vit_plugin_attention(q, k, v, *args)[:, 12:] == 0).all()  # vLLM's capture again

@@ -7,6 +7,8 @@ capture, and any value read then would be baked into the graph, not re-read on r
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -16,9 +18,27 @@ class CaptureSyncError(RuntimeError):
 
 
 def stream_capturing() -> bool:
-    """True while the current CUDA stream is being captured. No capture can run before CUDA is
-    initialised, so on CPU / without CUDA this never calls into CUDA (which can raise there)."""
-    return torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing()
+    """True while the current CUDA stream is being captured for replays on other inputs (vLLM's
+    encoder CUDA graphs: padded to a token budget). False under :func:`exact_inputs`. No capture
+    can run before CUDA is initialised, so on CPU / without CUDA this never calls into CUDA."""
+    return (not _EXACT[0] and torch.cuda.is_initialized()
+            and torch.cuda.is_current_stream_capturing())
+
+
+_EXACT = [0]  # depth of exact_inputs() blocks
+
+
+@contextlib.contextmanager
+def exact_inputs():
+    """For benchmarks that time calls as CUDA-graph replays: the graph captured inside this block
+    is replayed on exactly the inputs it was captured with (no padding, same lengths), so the op
+    and kernels run as in eager mode (no zero fill of padding rows, cuDNN's equal-length call
+    allowed). Host reads are still impossible inside a capture: a call that makes one fails."""
+    _EXACT[0] += 1
+    try:
+        yield
+    finally:
+        _EXACT[0] -= 1
 
 
 def refuse_host_read(backend: str, what: str, capturing: bool | None = None) -> None:

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from vit_backend_plugin.capture import exact_inputs
 from vit_backend_plugin.kernels import bench_vllm  # imports vLLM only when called
 
 # Default shapes (the table): name, head_dim, per-sequence lengths; 16 heads, bf16.
@@ -290,7 +291,9 @@ def graph_timing(torch, fn, sets: list[dict], flops: float, replays: int = 20,
         return {"graph_error": f"not capturable: {_brief(e)}"}
     try:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # Replayed on the very inputs captured: the plugin's op runs as in eager mode (no padding
+        # to zero, cuDNN allowed), unlike vLLM's encoder graphs, which replay on other lengths.
+        with exact_inputs(), torch.cuda.graph(graph):
             for x in sets:
                 fn(x)
         graph.replay()
