@@ -36,16 +36,21 @@ def check(torch, bench_vllm, label, backend, head, lens, budget, expect_error=""
     cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     max_seqlen = torch.tensor(budget, dtype=torch.int32)  # an upper bound, as in capture
     valid = int(sum(lens))
-    eager = layer(q, k, v, cu_seqlens=cu, max_seqlen=max_seqlen).clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        layer(q, k, v, cu_seqlens=cu, max_seqlen=max_seqlen)
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
     res = {"layer": label, "requested": backend or "automatic", "chosen": chosen}
     try:
+        # As vLLM's encoder-graph manager does: one eager forward on the capture inputs, then
+        # the capture (here also a warm-up off the capture stream, as torch.cuda.graph asks).
+        res["stage"] = "eager"
+        eager = layer(q, k, v, cu_seqlens=cu, max_seqlen=max_seqlen).clone()
+        res["after_eager"] = layer.attn_backend.name
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            layer(q, k, v, cu_seqlens=cu, max_seqlen=max_seqlen)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        res["stage"] = "capture"
+        graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             out = layer(q, k, v, cu_seqlens=cu, max_seqlen=max_seqlen)
         out.fill_(float("nan"))  # replay must write every row again, padding included
@@ -77,14 +82,16 @@ def main() -> int:
     bench_vllm.load_plugin()
     lens = [729, 256, 64, 1024]  # 2073 tokens of images in a 4096-token budget
     # (label, backend named or None = the resolver's choice, head size, error expected)
-    cases = [("VIT_TRITON d80", "VIT_TRITON", 80, ""), ("VIT_AUTO d80", "VIT_AUTO", 80, ""),
-             ("FLASH_ATTN d80 (stock)", "FLASH_ATTN", 80, ""),
-             ("automatic d96 (the table picks TORCH_SDPA_CUDNN)", None, 96, ""),
+    cases = [("VIT_TRITON d80", "VIT_TRITON", 80, "", 4096), ("VIT_AUTO d80", "VIT_AUTO", 80, "", 4096),
+             ("FLASH_ATTN d80 (stock)", "FLASH_ATTN", 80, "", 4096),
+             ("automatic d96 (the table picks TORCH_SDPA_CUDNN)", None, 96, "", 4096),
+             # no padding: the eager call runs cuDNN; the capture itself must refuse it
+             ("automatic d96, no padding", None, 96, "", sum(lens)),
              # named explicitly, a backend that cannot run in a capture raises instead of switching
-             ("TORCH_SDPA_CUDNN d96 named", "TORCH_SDPA_CUDNN", 96, "PluginBackendError")]
+             ("TORCH_SDPA_CUDNN d96 named", "TORCH_SDPA_CUDNN", 96, "PluginBackendError", 4096)]
     failed = 0
-    for label, backend, head, expect_error in cases:
-        res = check(torch, bench_vllm, label, backend, head, lens, 4096, expect_error)
+    for label, backend, head, expect_error, budget in cases:
+        res = check(torch, bench_vllm, label, backend, head, lens, budget, expect_error)
         print("CAPTURE_CHECK " + json.dumps(res), flush=True)
         failed += not res["ok"]
     return 1 if failed else 0
