@@ -21,6 +21,8 @@ from __future__ import annotations
 import functools
 import math
 
+from vit_backend_plugin.kernels._validate import as_max_seqlen
+
 DEFAULT = "VIT_TRITON"
 CHOICES = ("FLASH_ATTN", "TORCH_SDPA_CUDNN", "VIT_TRITON")
 
@@ -136,7 +138,8 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
     """Same contract as :func:`vit_backend_plugin.kernels.vit_attention`. ``capturing=True``:
     vLLM's encoder CUDA-graph capture (padded inputs; see the module docstring). ``out``: the
     output buffer, written in place by FlashAttention or our kernel."""
-    max_seqlen = int(max_seqlen)
+    # The contract's own check (an int or a one-element tensor): a float is refused, not truncated.
+    max_seqlen = as_max_seqlen(max_seqlen, "VIT_AUTO", capturing)
     batch = cu_seqlens.shape[0] - 1
     equal = batch > 0 and q.shape[0] == batch * max_seqlen and not capturing
     is_cuda = q.is_cuda
