@@ -17,17 +17,6 @@ import json
 import sys
 
 
-def _reference(torch, q, k, v, lens):
-    import torch.nn.functional as F
-
-    out, start = [], 0
-    for s in lens:
-        qi, ki, vi = (t[0, start:start + s].float().transpose(0, 1) for t in (q, k, v))
-        out.append(F.scaled_dot_product_attention(qi, ki, vi).transpose(0, 1))
-        start += s
-    return torch.cat(out)
-
-
 def check(torch, bench_vllm, label, backend, head, lens, budget, expect_error=""):
     torch.manual_seed(0)
     layer = bench_vllm.build_layer(torch, backend, 16, 16, head, torch.bfloat16)
@@ -63,7 +52,9 @@ def check(torch, bench_vllm, label, backend, head, lens, budget, expect_error=""
     if expect_error:
         res.update(captured=True, ok=False, error=f"expected {expect_error}, got none")
         return res
-    ref = _reference(torch, q, k, v, lens)
+    from vit_backend_plugin.kernels.bench import _reference  # fp32, per sequence
+
+    ref = _reference(torch, {"q": q[0], "k": k[0], "v": v[0], "lens": lens})[:valid]
     got = out[0, :valid].float()
     err = ((got - ref).norm() / ref.norm()).item()
     pad = out[0, valid:]

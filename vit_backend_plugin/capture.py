@@ -41,12 +41,15 @@ def exact_inputs():
         _EXACT[0] -= 1
 
 
+def capturing_now(capturing: bool | None) -> bool:
+    """A caller's answer, or (``None``) the stream's."""
+    return stream_capturing() if capturing is None else capturing
+
+
 def refuse_host_read(backend: str, what: str, capturing: bool | None = None) -> None:
     """Raise CaptureSyncError if capturing (``None``: ask the stream now). Call it right before
     a host read, only on the paths that make one: it costs nothing on the others."""
-    if capturing is None:
-        capturing = stream_capturing()
-    if capturing:
+    if capturing_now(capturing):
         raise CaptureSyncError(
             f"{backend} cannot run inside a CUDA graph capture: it would {what}, a host read of "
             f"device data that a capture does not allow (and a replay would not redo)"

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from vit_backend_plugin.capture import refuse_host_read, stream_capturing
+from vit_backend_plugin.capture import capturing_now, refuse_host_read
 
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
 
@@ -149,11 +149,7 @@ def _check_cu_values(cu: torch.Tensor, total_tokens: int, max_seqlen: int,
     last = int(cu[-1])
     # Padded to a token budget (vLLM's encoder CUDA graphs, capture only): fewer tokens in
     # sequences than rows is fine there; the rows past cu_seqlens[-1] are never attended.
-    if last != total_tokens and not (last < total_tokens and _capturing(capturing)):
+    if last != total_tokens and not (last < total_tokens and capturing_now(capturing)):
         raise ValueError(f"cu_seqlens[-1] = {last} but q has {total_tokens} tokens")
     if lens.numel() and int(lens.max()) > max_seqlen:
         raise ValueError(f"max_seqlen {max_seqlen} is smaller than the longest sequence {int(lens.max())}")
-
-
-def _capturing(capturing: bool | None) -> bool:
-    return stream_capturing() if capturing is None else capturing

@@ -267,17 +267,18 @@ def _brief(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
-def graph_timing(torch, fn, sets: list[dict], flops: float, replays: int = 20,
-                 trials: int = 7) -> dict:
-    """GPU time of one call with the host out of the way: the calls over every input set are
-    captured in one CUDA graph (as vLLM's encoder CUDA graphs run a tower) and replayed; median
-    over ``trials`` of ``replays`` replays. A call that syncs with the host (vLLM's TORCH_SDPA
+def graph_timing(torch, fn, sets: list[dict], flops: float, rep_ms: int = 40) -> dict:
+    """GPU time of one call with the host out of the way: the calls over every input set,
+    captured in a CUDA graph and replayed (``triton.testing.do_bench_cudagraph``, median), as
+    vLLM's encoder CUDA graphs run a tower. A call that syncs with the host (vLLM's TORCH_SDPA
     reads the lengths with ``.tolist()``) cannot be captured: it is found first, under
     ``torch.cuda.set_sync_debug_mode("error")``, so no capture is ever left half done."""
+    import triton.testing
+
     try:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch.cuda.graph asks
+        with torch.cuda.stream(side):  # off the default stream, as a capture's warm-up runs
             old = torch.cuda.get_sync_debug_mode()
             torch.cuda.set_sync_debug_mode("error")
             try:
@@ -290,27 +291,13 @@ def graph_timing(torch, fn, sets: list[dict], flops: float, replays: int = 20,
     except Exception as e:  # noqa: BLE001
         return {"graph_error": f"not capturable: {_brief(e)}"}
     try:
-        graph = torch.cuda.CUDAGraph()
         # Replayed on the very inputs captured: the plugin's op runs as in eager mode (no padding
         # to zero, cuDNN allowed), unlike vLLM's encoder graphs, which replay on other lengths.
-        with exact_inputs(), torch.cuda.graph(graph):
-            for x in sets:
-                fn(x)
-        graph.replay()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(trials):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(replays):
-                graph.replay()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / (replays * len(sets)))
-        del graph
+        with exact_inputs():
+            ms = triton.testing.do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=rep_ms,
+                                                   return_mode="median") / len(sets)
     except Exception as e:  # noqa: BLE001
         return {"graph_error": _brief(e)}
-    ms = sorted(times)[len(times) // 2]
     return {"graph_ms": ms, "graph_tflops": flops / (ms * 1e-3) / 1e12}
 
 

@@ -310,12 +310,8 @@ def split_head_dim(head_dim: int, min_d1: int = 16) -> tuple[int, int]:
     return d0, d1
 
 
-def _stride_align(*tensors: torch.Tensor) -> int:
-    """Largest power of two (<= 16) dividing every token/head stride: what tl.multiple_of may claim."""
-    return _stride_align_of(tuple(t.stride() for t in tensors))
-
-
 def _stride_align_of(strides: tuple[tuple[int, ...], ...]) -> int:
+    """Largest power of two (<= 16) dividing every token/head stride: what tl.multiple_of may claim."""
     g = 0
     for st in strides:
         g = math.gcd(g, st[0], st[1])
