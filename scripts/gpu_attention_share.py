@@ -5,6 +5,10 @@ Runs the throughput phase of a `vit-parity run` config for one backend, in one p
 
     python scripts/gpu_attention_share.py eval_configs/<config>.yaml FLASH_ATTN       # as vLLM runs it
     python scripts/gpu_attention_share.py eval_configs/<config>.yaml VIT_TRITON null  # attention ~0
+    python scripts/gpu_attention_share.py eval_configs/<config>.yaml STOCK            # plugin not loaded
+
+`STOCK` runs vLLM without the plugin (``VLLM_PLUGINS`` names no plugin, no backend named): stock
+vLLM's own choice, the baseline of "never slower with the plugin installed" (against `AUTO`).
 
 `null` makes the plugin's kernel return an uninitialised output (no attention FLOPs, no reads),
 so vLLM's encoder timer measures everything but attention: stock / null is the most any backend
@@ -24,6 +28,9 @@ from pathlib import Path
 def main() -> int:
     config, backend = sys.argv[1], sys.argv[2]
     mode = sys.argv[3] if len(sys.argv) > 3 else "as_run"
+    if backend == "STOCK":  # vLLM loads only the general plugins VLLM_PLUGINS names: none here
+        os.environ["VLLM_PLUGINS"] = "no-plugin"
+        backend, mode = "AUTO", "stock_without_plugin"
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the patch below must reach the worker
     from vit_backend_plugin.harness.commands import backend_env, throughput_spec
     from vit_backend_plugin.harness.config import load_config
@@ -45,7 +52,11 @@ def main() -> int:
 
     result = run_vllm(spec)
     med = median_metrics(result["repeats"])
-    print("ATTENTION_SHARE " + json.dumps({"mode": mode, "backend": spec["backend"],
+    from vit_backend_plugin.plugin import status
+
+    loaded = bool(status()["attempted"])
+    assert loaded == (mode != "stock_without_plugin"), f"plugin loaded={loaded} in mode {mode}"
+    print("ATTENTION_SHARE " + json.dumps({"mode": mode, "backend": spec["backend"], "plugin_loaded": loaded,
                                            "encoder_images_per_s": med.get("encoder_images_per_s"),
                                            "device": device_info(),
                                            "repeats": [r.get("encoder_images_per_s") for r in result["repeats"]]}),

@@ -6,6 +6,7 @@
 #   table   : the speed table: PASSES (3) engine-faithful passes, each with the previous table in
 #             use (merged: best TFLOP/s per backend over the passes) -> $OUT/speed_table.json
 #   final   : the committed benchmark, with that table in use (what ships as data/speed_table.json)
+# Every timing is taken in ROUNDS (5) interleaved rounds per shape (bench-kernels --rounds).
 set -o pipefail
 source "$(dirname "$0")/gpu_env.sh"
 B="python3 -m vit_backend_plugin.cli bench-kernels"
@@ -22,7 +23,7 @@ case "$1" in
     # previous table in use (VIT_AUTO decides from it, PICK is the resolver's choice from it),
     # merged into the next. Rows record CUDA-graph (GPU) time where capturable (--table-timing).
     # The shipped table's engine runs are carried over (they are not kernel measurements).
-    T="--timings eager,graph --rep-ms 100"
+    T="--timings eager,graph --rep-ms 100 --rounds ${ROUNDS:-5}"
     VIT_SPEED_TABLE=/tmp/none.json timeout 280 $B --candidates $SINGLES $T \
       --json $OUT/pass1.json --write-speed-table /tmp/t1.json 2>&1 | grep -v Warn | tail -3
     last=/tmp/t1.json
@@ -44,7 +45,7 @@ PY
     ;;
   final)
     # the committed evidence: every candidate side by side, the table just made in use
-    VIT_SPEED_TABLE=/tmp/shipped.json timeout 300 $B --json $OUT/h100_bench.json 2>&1 | grep -v Warn \
+    VIT_SPEED_TABLE=${TABLE:-/tmp/shipped.json} timeout ${LIMIT:-560} $B --rounds ${ROUNDS:-5} --json $OUT/h100_bench.json 2>&1 | grep -v Warn \
       | tee $OUT/h100_bench.txt | tail -60
     ;;
   *) echo "usage: $0 install|table|final"; exit 2 ;;

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Device-side: engine comparisons in ONE process per backend (VLLM_ENABLE_V1_MULTIPROCESSING=0),
 # where vLLM's encoder timer repeats within ~0.3% (reports/engine/README.md). Per config, each
-# backend of BACKENDS in turn (AUTO = no backend named: the plugin's resolver picks; `null` =
+# backend of BACKENDS in turn (AUTO = no backend named: the plugin's resolver picks; STOCK = vLLM
+# without the plugin loaded, its own choice; `null` =
 # the plugin's op doing no attention work, the Amdahl bound) through scripts/gpu_attention_share.py.
 #   BACKENDS=FLASH_ATTN,AUTO,VIT_TRITON,TRITON_ATTN bash scripts/gpu_inproc_runs.sh eval_configs/h100_vit_internvit_d64.yaml
 # Appends one JSON line per run to $OUT/inproc.jsonl (config, backend, images/s, the plugin's log line).

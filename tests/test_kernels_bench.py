@@ -145,6 +145,7 @@ def test_graph_timing_has_its_own_checks_and_table_rows():
 
 def test_timings_option():
     assert bench.parse_timings("graph") == {"eager", "graph"}
+    assert bench.parse_timings("stream") == {"eager", "stream"}
     assert bench.parse_timings("eager,graph,host") == {"eager", "graph", "host"}
     with pytest.raises(ValueError, match="unknown timings"):
         bench.parse_timings("graph,wall")
@@ -160,3 +161,34 @@ def test_tables_print_each_timing(capsys):
     out = capsys.readouterr().out
     assert "timed eager" in out and "timed CUDA graph (GPU time)" in out
     assert "71.0" in out and "41.5" in out  # the graph table and the host table
+
+
+def test_round_orders_move_every_candidate_through_the_round():
+    """Interleaved timing: each round times every candidate once, and no candidate keeps one place
+    (a candidate always timed first or last would carry the drift of that place alone)."""
+    for n, rounds in ((8, 5), (7, 5), (3, 3), (2, 4)):
+        orders = bench.round_orders(n, rounds)
+        assert len(orders) == rounds
+        assert all(sorted(o) == list(range(n)) for o in orders)
+        for c in range(n):
+            places = {o.index(c) for o in orders}
+            assert len(places) >= min(n, rounds) - 1 >= 1
+            assert max(places) - min(places) >= (n - 1) // 2
+    assert bench.round_orders(0, 2) == [[], []]
+
+
+def test_back_to_back_timing_has_its_own_table_and_checks(capsys):
+    """Launch-bound windows: one call at a time the host latency decides (FLASH_ATTN), back to back
+    the host runs ahead and our kernel's GPU time shows. Each timing has its own checks."""
+    rows = [_row("windows", [("FLASH_ATTN", 33.0, 35.0), ("VIT_TRITON", 30.0, 71.0),
+                             ("VIT_AUTO", 29.0, 70.0)])]
+    for r, st in zip(rows[0]["results"], (34.0, 66.0, 65.0)):
+        r["extra"]["stream_tflops"] = st
+    stream = {c["target"]: c for c in bench.summarize(rows, "stream_tflops")["checks"]}
+    assert stream["windows: VIT_AUTO >= 0.97x best single (VIT_TRITON)"]["value"] == round(65 / 66, 3)
+    assert rows[0]["best_single_by"]["stream_tflops"] == "VIT_TRITON"
+    data = {"rows": rows, "candidates": ["FLASH_ATTN", "VIT_TRITON", "VIT_AUTO"],
+            "summary": bench.summarize(rows), "summary_stream": bench.summarize(rows, "stream_tflops")}
+    bench.print_all(data)
+    out = capsys.readouterr().out
+    assert "timed back to back" in out and "66.0" in out and "timed CUDA graph" not in out

@@ -13,7 +13,9 @@ kernels, vLLM's FA/Triton kernels where importable): for kernel work, not for ch
 
 Each candidate is checked against an fp32 reference (relative error ||out - ref|| / ||ref||; NaN
 fails; outputs are NaN-poisoned first where a candidate takes ``out``), then timed with CUDA
-events via triton.testing.do_bench (median; warm-up; L2 flushed; several input sets rotated).
+events, several input sets rotated, in interleaved rounds (the candidates' order rotates each
+round; each time is the median over rounds): eager one call at a time (triton.testing.do_bench,
+L2 flushed), back to back (as an eager tower runs), and as a CUDA graph (GPU time).
 TFLOP/s counts 4*S^2*D*H per sequence. Inputs are laid out as in Qwen2.5-VL's vision blocks: q, k
 contiguous (after RoPE), v a strided view of the packed qkv tensor.
 """
@@ -267,14 +269,10 @@ def _brief(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
-def graph_timing(torch, fn, sets: list[dict], flops: float, rep_ms: int = 40) -> dict:
-    """GPU time of one call with the host out of the way: the calls over every input set,
-    captured in a CUDA graph and replayed (``triton.testing.do_bench_cudagraph``, median), as
-    vLLM's encoder CUDA graphs run a tower. A call that syncs with the host (vLLM's TORCH_SDPA
-    reads the lengths with ``.tolist()``) cannot be captured: it is found first, under
-    ``torch.cuda.set_sync_debug_mode("error")``, so no capture is ever left half done."""
-    import triton.testing
-
+def graph_precheck(torch, fn, sets: list[dict]) -> str | None:
+    """None if the calls can be captured in a CUDA graph, else why not. A call that syncs with
+    the host (vLLM's TORCH_SDPA reads the lengths with ``.tolist()``) cannot be: it is found here,
+    under ``torch.cuda.set_sync_debug_mode("error")``, so no capture is ever left half done."""
     try:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -289,16 +287,52 @@ def graph_timing(torch, fn, sets: list[dict], flops: float, rep_ms: int = 40) ->
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001
-        return {"graph_error": f"not capturable: {_brief(e)}"}
-    try:
-        # Replayed on the very inputs captured: the plugin's op runs as in eager mode (no padding
-        # to zero, cuDNN allowed), unlike vLLM's encoder graphs, which replay on other lengths.
-        with exact_inputs():
-            ms = triton.testing.do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=rep_ms,
-                                                   return_mode="median") / len(sets)
-    except Exception as e:  # noqa: BLE001
-        return {"graph_error": _brief(e)}
-    return {"graph_ms": ms, "graph_tflops": flops / (ms * 1e-3) / 1e12}
+        return f"not capturable: {_brief(e)}"
+    return None
+
+
+def graph_ms(torch, fn, sets: list[dict], rep_ms: float) -> float:
+    """GPU time of one call with the host out of the way: the calls over every input set,
+    captured in a CUDA graph and replayed (``triton.testing.do_bench_cudagraph``, median), as
+    vLLM's encoder CUDA graphs run a tower. Run :func:`graph_precheck` first."""
+    import triton.testing
+
+    # Replayed on the very inputs captured: the plugin's op runs as in eager mode (no padding
+    # to zero, cuDNN allowed), unlike vLLM's encoder graphs, which replay on other lengths.
+    with exact_inputs():
+        return triton.testing.do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=rep_ms,
+                                                 return_mode="median") / len(sets)
+
+
+def eager_ms(torch, fn, sets: list[dict], rep_ms: float, warmup_ms: float) -> float:
+    """One call at a time (``triton.testing.do_bench``: L2 flushed before each call, events
+    around it): the latency of an isolated call, its host time included where that exceeds the
+    flush. Not how a tower runs (see :func:`back_to_back_ms`)."""
+    import triton.testing
+
+    i = [0]
+
+    def step():
+        i[0] = (i[0] + 1) % len(sets)
+        fn(sets[i[0]])
+
+    return triton.testing.do_bench(step, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def back_to_back_ms(torch, fn, sets: list[dict], rep_ms: float, est_ms: float) -> float:
+    """Calls issued back to back over the rotated input sets, one pair of events around them all:
+    as vLLM's eager vision tower runs its layers, the host issuing ahead of the GPU. Per call this
+    is the larger of host time and GPU time (a call that syncs pays its sync)."""
+    n = max(2 * len(sets), min(2000, math.ceil(rep_ms / max(est_ms, 1e-3))))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    fn(sets[0])
+    torch.cuda.synchronize()
+    start.record()
+    for j in range(n):
+        fn(sets[j % len(sets)])
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / n
 
 
 def host_us_per_call(torch, fn, sets: list[dict], calls: int = 32, rounds: int = 10) -> float | None:
@@ -321,13 +355,26 @@ def host_us_per_call(torch, fn, sets: list[dict], calls: int = 32, rounds: int =
     return round(min(out), 1)
 
 
+def round_orders(n: int, rounds: int) -> list[list[int]]:
+    """The candidates' order in each timing round, rotated so that each candidate's place moves
+    through the round: every candidate is sampled across the whole span of the shape's timing,
+    and slow drift of the GPU's clocks or the host's load falls on all alike (timing one
+    candidate whole, then the next, put up to 10% between equals on the H100)."""
+    step = max(1, math.ceil(n / max(rounds, 1)))
+    return [[(i + k * step) % n for i in range(n)] for k in range(rounds)] if n else [[] for _ in range(rounds)]
+
+
 def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200,
               configs: list[dict] | None = None, cands: dict | None = None,
-              timing_graph: bool = False, timing_host: bool = False) -> tuple[list[Result], list[dict]]:
-    """Check + time each candidate on one shape (``cands``: name -> (fn, note); default: the raw
-    kernels). With ``configs``, also sweep VIT_TRITON configs. ``timing_graph``: also the GPU
-    time under a CUDA graph; ``timing_host``: also the host time to issue one call."""
-    import triton.testing
+              timing_graph: bool = False, timing_host: bool = False,
+              timing_stream: bool = False, rounds: int = 5) -> tuple[list[Result], list[dict]]:
+    """Check each candidate on one shape, then time them all in ``rounds`` interleaved rounds
+    (:func:`round_orders`; per candidate the median over rounds, each round ``rep_ms / rounds``
+    per timing). ``cands``: name -> (fn, note); default: the raw kernels. With ``configs``, also
+    sweep VIT_TRITON configs (eager, one candidate at a time). Timings: eager always;
+    ``timing_stream`` back to back; ``timing_graph`` GPU time under a CUDA graph;
+    ``timing_host`` host time to issue one call."""
+    import statistics
 
     from vit_backend_plugin.kernels.triton_vit import vit_attention
 
@@ -338,9 +385,8 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
     ref_norm = ref.norm().item()
     dname = str(dtype).removeprefix("torch.")
     cands = cands if cands is not None else _candidates(torch, dtype)
-    results = []
 
-    def check_and_time(name, fn, more_timings=True):
+    def check(name, fn) -> Result:
         r = Result(name)
         try:
             x = dict(sets[0])
@@ -350,23 +396,11 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
             err = ((out.float() - ref).norm().item()) / ref_norm
             r.rel_err = err
             r.numerics_ok = bool(math.isfinite(err) and err < REL_TOL[dname])
-            i = [0]
-
-            def step():
-                i[0] = (i[0] + 1) % n_sets
-                fn(sets[i[0]])
-
-            r.ms = triton.testing.do_bench(step, warmup=25, rep=rep_ms, return_mode="median")
-            r.tflops = shape.flops / (r.ms * 1e-3) / 1e12
         except Exception as e:  # noqa: BLE001 -- a candidate failing is a result, not a crash
             r.error = _brief(e)
-            return r
-        if timing_graph and more_timings:
-            r.extra.update(graph_timing(torch, fn, sets, shape.flops))
-        if timing_host and more_timings and not r.extra.get("graph_error", "").startswith("not capturable"):
-            r.extra["host_us"] = host_us_per_call(torch, fn, sets)
         return r
 
+    results, timed = [], []
     for name in names:
         fn, note = cands[name]
         if fn is None:
@@ -374,15 +408,63 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
             continue
         if name == "SDPA_CUDNN_NESTED" and shape.equal:
             continue
-        r = check_and_time(name, fn)
+        r = check(name, fn)
         r.extra["note"] = note
         results.append(r)
+        if r.error is None:
+            timed.append((r, fn))
+            if timing_graph and (why := graph_precheck(torch, fn, sets)):
+                r.extra["graph_error"] = why
+
+    samples: dict[str, dict[str, list[float]]] = {r.candidate: {} for r, _ in timed}
+    per = max(rep_ms / max(rounds, 1), 5.0)
+    for k, order in enumerate(round_orders(len(timed), rounds)):
+        for i in order:
+            r, fn = timed[i]
+            if r.error is not None:
+                continue
+            got = samples[r.candidate]
+            try:
+                got.setdefault("ms", []).append(eager_ms(torch, fn, sets, per, 25 if k == 0 else 5))
+                if timing_stream:
+                    got.setdefault("stream_ms", []).append(
+                        back_to_back_ms(torch, fn, sets, per, got["ms"][-1]))
+            except Exception as e:  # noqa: BLE001
+                r.error = _brief(e)
+                continue
+            if timing_graph and "graph_error" not in r.extra:
+                try:
+                    got.setdefault("graph_ms", []).append(graph_ms(torch, fn, sets, per))
+                except Exception as e:  # noqa: BLE001
+                    r.extra["graph_error"] = _brief(e)
+    for r, fn in timed:
+        got = samples[r.candidate]
+        if r.error is not None or not got.get("ms"):
+            continue
+        r.ms = statistics.median(got["ms"])
+        r.tflops = shape.flops / (r.ms * 1e-3) / 1e12
+        r.extra["rounds_ms"] = [round(v, 5) for v in got["ms"]]
+        for key in ("stream_ms", "graph_ms"):
+            if got.get(key) and not (key == "graph_ms" and "graph_error" in r.extra):
+                ms = statistics.median(got[key])
+                r.extra[key] = ms
+                r.extra[key.replace("_ms", "_tflops")] = shape.flops / (ms * 1e-3) / 1e12
+                r.extra["rounds_" + key] = [round(v, 5) for v in got[key]]
+        if timing_host and not r.extra.get("graph_error", "").startswith("not capturable"):
+            r.extra["host_us"] = host_us_per_call(torch, fn, sets)
 
     sweep = []
     for cfg in configs or []:
-        r = check_and_time("VIT_TRITON", lambda x, cfg=cfg: vit_attention(
-            x["q"], x["k"], x["v"], x["cu"], x["max"], out=x.get("out"), config=cfg),
-            more_timings=False)  # configs of one kernel: eager timing compares them
+        def fn(x, cfg=cfg):
+            return vit_attention(x["q"], x["k"], x["v"], x["cu"], x["max"], out=x.get("out"), config=cfg)
+
+        r = check("VIT_TRITON", fn)
+        if r.error is None:  # configs of one kernel: eager timing, one at a time, compares them
+            try:
+                r.ms = eager_ms(torch, fn, sets, rep_ms, 25)
+                r.tflops = shape.flops / (r.ms * 1e-3) / 1e12
+            except Exception as e:  # noqa: BLE001
+                r.error = _brief(e)
         sweep.append({"config": cfg, "ms": r.ms, "tflops": r.tflops, "rel_err": r.rel_err,
                       "numerics_ok": r.numerics_ok, "error": r.error})
     return results, sweep
@@ -425,7 +507,11 @@ def _geomean(vals):
     return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
 
 
-METRICS = {"tflops": "eager (do_bench: host and GPU)", "graph_tflops": "CUDA graph (GPU time)"}
+METRICS = {"tflops": "eager, one call at a time (do_bench: L2 flushed, host latency + GPU)",
+           "stream_tflops": "back to back, as an eager tower runs (max of host and GPU)",
+           "graph_tflops": "CUDA graph (GPU time)"}
+# summary key per timing in a run's JSON
+SUMMARY_KEYS = {"tflops": "summary", "stream_tflops": "summary_stream", "graph_tflops": "summary_graph"}
 
 
 def metric_value(result: dict, metric: str = "tflops") -> float | None:
@@ -569,10 +655,10 @@ def print_host_table(rows: list[dict], names: list[str], file=None) -> None:
 
 
 def print_all(data: dict, file=None) -> None:
-    """Every table of a run: eager, CUDA graph (when timed), host time (when timed)."""
-    print_table(data["rows"], data["candidates"], data["summary"], file=file)
-    if data.get("summary_graph"):
-        print_table(data["rows"], data["candidates"], data["summary_graph"], file=file)
+    """Every table of a run: eager, back to back and CUDA graph (when timed), host time (when timed)."""
+    for key in SUMMARY_KEYS.values():
+        if data.get(key):
+            print_table(data["rows"], data["candidates"], data[key], file=file)
     print_host_table(data["rows"], data["candidates"], file=file)
 
 
@@ -650,9 +736,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="store_true", help="also sweep VIT_TRITON launch configs")
     parser.add_argument("--sweep-splits", default="16,256",
                         help="min_d1 values to sweep: 16 splits head_dim 80 -> 64+16, 256 pads to 128")
-    parser.add_argument("--timings", default="eager,graph,host",
-                        help="comma list: eager (do_bench, always), graph (GPU time of the calls "
-                             "replayed as a CUDA graph), host (host time to issue one call)")
+    parser.add_argument("--timings", default="eager,stream,graph,host",
+                        help="comma list: eager (do_bench, one call at a time, always), stream "
+                             "(calls back to back, as an eager tower runs), graph (GPU time of the "
+                             "calls replayed as a CUDA graph), host (host time to issue one call)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="timing rounds per shape; the candidates' order rotates each round and "
+                             "each candidate's time is its median over rounds (drift hits all alike)")
     parser.add_argument("--table-timing", choices=["graph", "eager"], default="graph",
                         help="the timing the written speed table records (graph: GPU time where "
                              "capturable, else eager; what decides a GPU-bound tower)")
@@ -735,7 +825,8 @@ def collect(args) -> dict:
         cands = bench_vllm.engine_candidates(torch, sh, dtype, names, cache) if engine else None
         res, sweep = run_shape(torch, sh, dtype, names, rep_ms=args.rep_ms, cands=cands,
                                configs=sweep_configs(sh, splits) if args.sweep else None,
-                               timing_graph="graph" in timings, timing_host="host" in timings)
+                               timing_graph="graph" in timings, timing_host="host" in timings,
+                               timing_stream="stream" in timings, rounds=getattr(args, "rounds", 5))
         torch.cuda.empty_cache()  # this shape's inputs are garbage now
         row = {"shape": {"name": sh.name, "head_dim": sh.head_dim, "lens": sh.lens, "heads": sh.heads,
                          "kv_heads": sh.kv_heads, "flops": sh.flops},
@@ -756,24 +847,26 @@ def collect(args) -> dict:
         if getattr(args, "json_out", None):  # partial results survive a timeout
             with open(args.json_out + ".partial", "w") as f:
                 json.dump({"meta": meta, "rows": rows}, f)
+    meta["rounds"] = getattr(args, "rounds", 5)
     out = {"meta": meta, "candidates": names, "rows": rows, "summary": summarize(rows)}
-    if "graph" in timings:
-        out["summary_graph"] = summarize(rows, "graph_tflops")
+    for timing, metric in (("stream", "stream_tflops"), ("graph", "graph_tflops")):
+        if timing in timings:
+            out[SUMMARY_KEYS[metric]] = summarize(rows, metric)
     return out
 
 
 def _brief_result(r: Result) -> str:
     if not r.tflops:
         return f"{r.candidate}=ERR({r.error})"
-    g = r.extra.get("graph_tflops")
-    return f"{r.candidate}={r.tflops:.0f}" + (f"/{g:.0f}g" if g else "")
+    st, g = r.extra.get("stream_tflops"), r.extra.get("graph_tflops")
+    return f"{r.candidate}={r.tflops:.0f}" + (f"/{st:.0f}s" if st else "") + (f"/{g:.0f}g" if g else "")
 
 
 def parse_timings(spec: str) -> set[str]:
     got = {t.strip() for t in spec.split(",") if t.strip()} | {"eager"}
-    unknown = got - {"eager", "graph", "host"}
+    unknown = got - {"eager", "stream", "graph", "host"}
     if unknown:
-        raise ValueError(f"unknown timings {sorted(unknown)}; choose from eager, graph, host")
+        raise ValueError(f"unknown timings {sorted(unknown)}; choose from eager, stream, graph, host")
     return got
 
 
