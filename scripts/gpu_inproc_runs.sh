@@ -11,9 +11,11 @@ source "$(dirname "$0")/gpu_env.sh"
 LIMIT=${LIMIT:-240}
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)
+  i=0
   for b in ${BACKENDS//,/ }; do
+    i=$((i + 1))
     if [ "$b" = null ]; then args="VIT_TRITON null"; else args="$b"; fi
-    log=$OUT/${name}_$b.log
+    log=$OUT/${name}_${i}_$b.log  # a backend may run twice (STOCK,AUTO,AUTO,STOCK)
     echo "== $name $b ($(date +%T))"
     timeout "$LIMIT" python3 scripts/gpu_attention_share.py "$cfg" $args >"$log" 2>&1
     rc=$?

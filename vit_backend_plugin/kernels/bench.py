@@ -743,9 +743,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5,
                         help="timing rounds per shape; the candidates' order rotates each round and "
                              "each candidate's time is its median over rounds (drift hits all alike)")
-    parser.add_argument("--table-timing", choices=["graph", "eager"], default="graph",
-                        help="the timing the written speed table records (graph: GPU time where "
-                             "capturable, else eager; what decides a GPU-bound tower)")
+    parser.add_argument("--table-timing", choices=["stream", "graph", "eager"], default="stream",
+                        help="the timing the written speed table records, where the run measured "
+                             "it (else eager): stream = calls back to back, as vLLM's eager tower "
+                             "runs them (GPU time where the GPU is the bottleneck, host time where "
+                             "the host is); graph = GPU time alone")
     parser.add_argument("--json", dest="json_out", default=None, help="write full results here")
     parser.add_argument("--write-speed-table", default=None, metavar="PATH",
                         help="write a speed table (schema 1) from this run")
@@ -870,12 +872,19 @@ def parse_timings(spec: str) -> set[str]:
     return got
 
 
-def table_entries(data: dict, merge_with: list[str] = (), table_timing: str = "graph") -> list[dict]:
+TABLE_HOW = {"tflops": "", "stream_tflops": ", back to back", "graph_tflops": ", CUDA graph"}
+
+
+def table_entries(data: dict, merge_with: list[str] = (), table_timing: str = "stream") -> list[dict]:
+    """Speed-table rows from a run, under the timing asked for where the run measured it (else
+    eager). A candidate the timing could not take (one that syncs, under a graph) keeps its eager
+    time (:func:`table_values`)."""
     m = data["meta"]
-    metric = "graph_tflops" if table_timing == "graph" and "graph" in m.get("timings", []) else "tflops"
+    metric = f"{table_timing}_tflops" if table_timing in m.get("timings", []) and table_timing != "eager" \
+        else "tflops"
     how = "vllm layer" if m.get("engine_faithful") else "raw kernel"
     entries = speed_table_entries(data["rows"], m["device"], tuple(m["capability"]), m["dtype"],
-                                  how + (", CUDA graph" if metric == "graph_tflops" else ""), metric)
+                                  how + TABLE_HOW[metric], metric)
     earlier = [json.load(open(p))["entries"] for p in merge_with]
     return merge_entries([entries, *earlier]) if earlier else entries
 
