@@ -267,7 +267,11 @@ def attention_backend_names(model) -> list[str]:
 
 
 def _engine_backend_name(llm) -> list[str]:
-    return llm.apply_model(attention_backend_names)[0]
+    # this module under its import name: a child runs it as ``-m`` (``__main__``), whose functions
+    # an engine-core process (decode_paired) cannot unpickle by reference
+    from vit_backend_plugin.flashinfer_host import engine_check
+
+    return llm.apply_model(engine_check.attention_backend_names)[0]
 
 
 def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, cudagraphs: bool) -> dict:
@@ -323,6 +327,7 @@ def child_decode_paired(model_dir: Path, backends: list[str], sizes: list[int], 
     llms = {role: _llm(model_dir, b, enforce_eager=not cudagraphs, max_model_len=1024,
                        max_num_seqs=max(sizes), gpu_memory_utilization=gpu_memory)
             for role, b in zip(ROLES, backends, strict=True)}
+    in_engine = {r: _engine_backend_name(llm) for r, llm in llms.items()}
     rng = np.random.default_rng(11)
 
     def prompts(bs):
@@ -357,7 +362,7 @@ def child_decode_paired(model_dir: Path, backends: list[str], sizes: list[int], 
         print(paired_line(rows[-1]), flush=True)
     return {"backends": dict(zip(ROLES, backends, strict=True)), "cudagraphs": cudagraphs,
             "gpu_memory_utilization": gpu_memory, "repeats": repeats, "rows": rows,
-            "attention_backend_in_engine": {r: _engine_backend_name(llm) for r, llm in llms.items()}}
+            "attention_backend_in_engine": in_engine}
 
 
 def pool_decode_rounds(results: list[dict]) -> list[dict]:
