@@ -192,6 +192,18 @@ def test_paired_stats_with_one_pair_or_no_difference_say_so():
     assert "paired bs=   1 tok/s ours/stock 1.111 [n/a]" in engine_check.paired_line(one)
 
 
+def test_unknown_phases_and_a_third_paired_backend_are_refused_before_any_engine(tmp_path, capsys):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    engine_check.add_arguments(p)
+    assert engine_check.main(p.parse_args(["--out", str(tmp_path), "--phases", "decode,decode_pairs"])) == 2
+    assert "unknown phases ['decode_pairs']" in capsys.readouterr().out
+    args = p.parse_args(["--out", str(tmp_path), "--phases", "decode_paired", "--backends", "A,B,C"])
+    assert engine_check.main(args) == 2 and "takes two backends" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
 @pytest.mark.slow
 def test_decode_paired_runs_both_engines_alive_each_in_its_own_engine_core(tmp_path):
     """The phase end to end on vLLM's CPU platform (CPU_ATTN as both "stock" and "ours": the

@@ -475,6 +475,9 @@ def main(args) -> int:
         print(f"[check-flashinfer-host] unknown phases {sorted(set(phases) - set(PHASES))}; "
               f"choices: {', '.join(PHASES)}", flush=True)
         return 2
+    if "decode_paired" in phases and len(backends) != 2:
+        print("[check-flashinfer-host] decode_paired takes two backends: stock,ours", flush=True)
+        return 2
     model_dir = make_model_dir(out)
     prev = out / "summary.json"  # phases run by separate invocations accumulate in one summary
     summary: dict = json.loads(prev.read_text()) if prev.is_file() else {}
@@ -553,9 +556,6 @@ def main(args) -> int:
             for b in backends:
                 print(f"decode {b}: builder per round {dec[b]['builder']}", flush=True)
     if "decode_paired" in phases:
-        if len(backends) != 2:
-            print("[check-flashinfer-host] decode_paired takes two backends: stock,ours", flush=True)
-            return 2
         sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
         res = _spawn({"phase": "decode_paired", "backend": "_vs_".join(backends), "backends": backends,
                       "sizes": sizes, "repeats": args.repeats, "cudagraphs": args.cudagraphs,
