@@ -11,6 +11,11 @@
 #                    CG=1 with vLLM's CUDA graphs, ROUNDS=N engines per backend in ABBA order,
 #                    BACKENDS=FLASHINFER_HOST,FLASHINFER starts with ours (BA, then ABBA ...),
 #                    REPEATS=N timed generations per batch size and engine (default 3)
+#   paired [SIZES] : vit-parity check-flashinfer-host --phases decode_paired: both engines alive in
+#                    one process (each with its own engine core, gpu_memory_utilization PAIRED_MEM,
+#                    default 0.35), timed alternately on the same prompts, the ratio per pair;
+#                    REPEATS=N pairs per batch size (default 10), CG=1 with vLLM's CUDA graphs; the
+#                    one child's limit is LIMIT-20 s, so the runner ends its engine cores itself
 # FlashInfer compiles its kernels with nvcc on first use (cached in ~/.cache/flashinfer): the
 # builder step uses the engine model's attention shape, so it also warms the cache for the rest.
 set -o pipefail
@@ -32,5 +37,10 @@ case "$1" in
       2>&1 | tail -60
     cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
     ;;
-  *) echo "usage: $0 builder|parity [MODES]|decode [SIZES]"; exit 2 ;;
+  paired)
+    timeout ${LIMIT:-560} $C check-flashinfer-host --out $E --phases decode_paired ${2:+--decode-batch-sizes $2} --repeats ${REPEATS:-10} ${CG:+--cudagraphs} --paired-gpu-memory ${PAIRED_MEM:-0.35} \
+      --timeout $(( ${LIMIT:-560} - 20 )) 2>&1 | tail -40
+    cp $E/summary.json $OUT/h100_engine.json; tar czf $OUT/engine_logs.tgz -C $E $(cd $E && ls *.log)
+    ;;
+  *) echo "usage: $0 builder|parity [MODES]|decode [SIZES]|paired [SIZES]"; exit 2 ;;
 esac

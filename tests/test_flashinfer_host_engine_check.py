@@ -1,5 +1,14 @@
-"""The pieces of ``check-flashinfer-host`` that run without a GPU (the engine runs are H100-only:
-reports/flashinfer/README.md). vLLM's own config parser reads the generated model folder."""
+"""The pieces of ``check-flashinfer-host`` that run without a GPU (the FlashInfer engine runs are
+H100-only: reports/flashinfer/README.md). vLLM's own config parser reads the generated model
+folder; the paired decode phase's mechanics run on vLLM's CPU platform with CPU_ATTN twice."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -125,3 +134,114 @@ def test_a_failing_child_is_reported_not_raised_and_leaves_its_log(tmp_path, cap
     log = tmp_path / "decode_FLASHINFER.log"
     assert log.is_file() and "--child" in log.read_text()
     assert "decode_FLASHINFER FAILED" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- decode_paired
+def _pairs(stock_t128, ours_t128, t1=0.05):
+    return [{"first": engine_check.pair_order(i)[0], "t128_s": {"stock": s, "ours": o},
+             "t1_s": {"stock": t1, "ours": t1}} for i, (s, o) in enumerate(zip(stock_t128, ours_t128, strict=True))]
+
+
+def test_pairs_alternate_which_engine_goes_first():
+    assert [engine_check.pair_order(i) for i in range(4)] == [
+        ("stock", "ours"), ("ours", "stock"), ("stock", "ours"), ("ours", "stock")]
+
+
+def test_paired_stats_ratio_direction_and_tpot_when_ours_is_slower():
+    # ours takes 1.25x stock's wall time in every pair: tok/s ours/stock 0.8, not 1.25
+    row = engine_check.paired_decode_stats(4, _pairs([1.0] * 6, [1.25] * 6))
+    assert row["tok_s_ours_over_stock"] == pytest.approx(0.8)
+    assert row["ours"]["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.25)
+    assert row["stock"]["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.0)
+    # TPOT stock/ours from the 128- minus 1-token times: 0.95 s / 1.20 s
+    assert row["tpot_stock_over_ours"] == pytest.approx(0.95 / 1.20)
+    assert row["stock"]["tpot_ms"] == pytest.approx(0.95 / 127 * 1000)
+    assert row["tok_s_ours_over_stock_ci95"] == pytest.approx([0.8, 0.8])
+    assert row["pairs_ours_slower"] == 6 and row["p_ours_slower_sign"] == pytest.approx(0.5 ** 6)
+
+
+def test_paired_stats_cancel_drift_that_the_unpaired_medians_keep():
+    """Both engines slow down 40% over the run while ours stays 3% faster (+-1%) inside each
+    pair: the per-pair median and its interval see 1.03; ours wins every pair, so the p-value
+    of "ours is slower" is large, and small for the mirror image."""
+    drift = [1.0 + 0.05 * i for i in range(8)]
+    jitter = [1.0, 1.01, 0.99, 1.005, 0.995, 1.0, 1.008, 0.992]
+    stock = drift
+    ours = [d / (1.03 * j) for d, j in zip(drift, jitter, strict=True)]
+    row = engine_check.paired_decode_stats(16, _pairs(stock, ours), seed=3)
+    lo, hi = row["tok_s_ours_over_stock_ci95"]
+    assert lo <= row["tok_s_ours_over_stock"] <= hi
+    assert 1.015 < lo and hi < 1.045 and row["tok_s_ours_over_stock"] == pytest.approx(1.03, abs=0.005)
+    assert row["p_ours_slower_wilcoxon"] > 0.95 and row["pairs_ours_slower"] == 0
+    # the unpaired medians spread over the drift: their 5% noise in each backend's repeats
+    assert max(row["stock"]["t128_s"]) / min(row["stock"]["t128_s"]) > 1.3
+    slower = engine_check.paired_decode_stats(16, _pairs(ours, stock), seed=3)
+    assert slower["tok_s_ours_over_stock"] == pytest.approx(1 / 1.03, abs=0.005)
+    assert slower["p_ours_slower_wilcoxon"] < 0.01 and slower["p_ours_slower_sign"] < 0.01
+    # seeded: the same interval again
+    assert engine_check.paired_decode_stats(16, _pairs(stock, ours), seed=3)["tok_s_ours_over_stock_ci95"] == [lo, hi]
+
+
+def test_paired_stats_with_one_pair_or_no_difference_say_so():
+    one = engine_check.paired_decode_stats(1, _pairs([1.0], [0.9]))
+    assert one["tok_s_ours_over_stock_ci95"] is None and one["tok_s_ours_over_stock"] == pytest.approx(1 / 0.9)
+    same = engine_check.paired_decode_stats(1, _pairs([1.0, 1.1], [1.0, 1.1]))
+    assert same["p_ours_slower_wilcoxon"] is None and same["tok_s_ours_over_stock_ci95"] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="not 0 < t1 < t128"):  # a 128-token run no longer than 1 token
+        engine_check.paired_decode_stats(1, _pairs([1.0, 1.0], [1.0, 0.05]))
+    assert "paired bs=   1 tok/s ours/stock 1.111 [n/a]" in engine_check.paired_line(one)
+
+
+def test_unknown_phases_and_a_third_paired_backend_are_refused_before_any_engine(tmp_path, capsys):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    engine_check.add_arguments(p)
+    assert engine_check.main(p.parse_args(["--out", str(tmp_path), "--phases", "decode,decode_pairs"])) == 2
+    assert "unknown phases ['decode_pairs']" in capsys.readouterr().out
+    args = p.parse_args(["--out", str(tmp_path), "--phases", "decode_paired", "--backends", "A,B,C"])
+    assert engine_check.main(args) == 2 and "takes two backends" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+@pytest.mark.slow
+def test_decode_paired_runs_both_engines_alive_each_in_its_own_engine_core(tmp_path):
+    """The phase end to end on vLLM's CPU platform (CPU_ATTN as both "stock" and "ours": the
+    mechanics, not FlashInfer): one child holds two LLMs whose engine cores run in two other
+    processes, pairs alternate, ratios are finite and the summary carries rows and ratio rows."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "vit_backend_plugin.cli", "check-flashinfer-host", "--out", str(tmp_path),
+         "--phases", "decode_paired", "--backends", "CPU_ATTN,CPU_ATTN", "--decode-batch-sizes", "1,2",
+         "--repeats", "2", "--timeout", "800"],
+        capture_output=True, text=True, env=env, timeout=850)
+    seconds = time.monotonic() - t0
+    log = tmp_path / "decode_paired_CPU_ATTN_vs_CPU_ATTN.log"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + (log.read_text()[-3000:] if log.is_file() else "")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    res = summary["decode_paired"]
+    assert res["backends"] == {"stock": "CPU_ATTN", "ours": "CPU_ATTN"} and res["repeats"] == 2
+    assert res["attention_backend_in_engine"] == {"stock": ["CPU_ATTN"], "ours": ["CPU_ATTN"]}
+    assert [r["batch_size"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert [p["first"] for p in r["pair_timings"]] == ["stock", "ours"]
+        for p in r["pair_timings"]:
+            for role in ("stock", "ours"):
+                assert 0 < p["t1_s"][role] < p["t128_s"][role]
+        ratio = r["tok_s_ours_over_stock"]
+        lo, hi = r["tok_s_ours_over_stock_ci95"]
+        assert math.isfinite(ratio) and lo <= ratio <= hi and 0.3 < ratio < 3  # the same backend twice
+        assert r["tok_s_ours_over_stock_per_pair"] == pytest.approx(
+            [p["t128_s"]["stock"] / p["t128_s"]["ours"] for p in r["pair_timings"]])
+        assert math.isfinite(r["tpot_stock_over_ours"]) and r["stock"]["tpot_ms"] > 0
+    ratios = summary["decode_paired_ratio_ours_over_stock"]
+    assert [r["batch_size"] for r in ratios] == [1, 2] and "stock" not in ratios[0]
+    assert len(re.findall(r"^paired bs=\s+\d+ tok/s ours/stock \d\.\d{3} \[", proc.stdout, re.M)) == 2
+    # two engine-core processes besides the child's own (vLLM prefixes its log lines by process)
+    text = log.read_text()
+    cores = set(re.findall(r"\(EngineCore pid=(\d+)\)", text))
+    main_pids = set(re.findall(r"\(MainProcess pid=(\d+)\)", text))
+    assert len(cores) == 2 and len(main_pids) == 1 and not cores & main_pids, (cores, main_pids)
+    print(f"decode_paired on CPU: {seconds:.0f} s")

@@ -12,6 +12,10 @@ weights re-drawn from a seeded N(0, 0.02) so greedy text is not degenerate):
 * ``decode``: seed 003's shape, 256 input tokens and 128 output tokens at batch sizes 1..256:
   wall time of ``max_tokens=128`` and ``max_tokens=1`` generations give TPOT and output tokens/s.
   No counter is installed in this phase (it costs host time).
+* ``decode_paired``: the same shape, with both engines alive in ONE child (each with its own
+  engine-core process, vLLM's multiprocess client) and timed alternately, stock then ours in
+  even pairs and ours then stock in odd ones, on the same prompts; the ratio is taken per pair
+  so drift between engines started at different times cancels (:func:`paired_decode_stats`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ import time
 import zlib
 from pathlib import Path
 
+from vit_backend_plugin.flashinfer_host.decode_stats import (
+    ROLES,
+    decode_row,
+    pair_order,
+    paired_decode_stats,
+    paired_line,
+)
+
 BACKENDS = ("FLASHINFER", "FLASHINFER_HOST")
+PHASES = ("parity", "decode", "decode_paired")
 # Qwen2.5-0.5B's text shape (head size 64, GQA 14/2, 24 layers).
 DECODER_CONFIG = {
     "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
@@ -43,8 +56,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for the per-child JSON and summary.json")
-    parser.add_argument("--phases", default="parity,decode", help="comma-separated: parity, decode")
-    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--phases", default="parity,decode",
+                        help="comma-separated: parity, decode, decode_paired")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="stock first, ours second; decode_paired takes exactly two (any two "
+                             "backends the platform runs, e.g. CPU_ATTN,CPU_ATTN for its mechanics)")
     parser.add_argument("--parity-modes", default="no_spec,spec_ngram",
                         help="comma-separated: no_spec, spec_ngram (n-gram speculative decoding)")
     parser.add_argument("--decode-batch-sizes", default="1,2,4,8,16,32,64,128,256")
@@ -52,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="decode phase: engines per backend, started in ABBA order (stock, ours, "
                              "ours, stock, ...); each batch size's medians pool every round's repeats")
+    parser.add_argument("--paired-gpu-memory", type=float, default=0.35,
+                        help="decode_paired: gpu_memory_utilization of each of the two engines (both "
+                             "share one GPU; vLLM's CPU platform sizes its cache from VLLM_CPU_KVCACHE_SPACE)")
     parser.add_argument("--cudagraphs", action="store_true",
                         help="both phases with vLLM's default compilation and CUDA graphs "
                              "(default: enforce_eager)")
@@ -248,7 +267,11 @@ def attention_backend_names(model) -> list[str]:
 
 
 def _engine_backend_name(llm) -> list[str]:
-    return llm.apply_model(attention_backend_names)[0]
+    # this module under its import name: a child runs it as ``-m`` (``__main__``), whose functions
+    # an engine-core process (decode_paired) cannot unpickle by reference
+    from vit_backend_plugin.flashinfer_host import engine_check
+
+    return llm.apply_model(engine_check.attention_backend_names)[0]
 
 
 def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, cudagraphs: bool) -> dict:
@@ -291,11 +314,55 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
             "builder": counter.builder_stats(), "attention_backend_in_engine": _engine_backend_name(llm)}
 
 
-def decode_row(bs: int, t128_s: list[float], t1_s: list[float]) -> dict:
-    """TPOT from the medians of 128-token and 1-token generations of the same batch size."""
-    t128, t1 = statistics.median(t128_s), statistics.median(t1_s)
-    return {"batch_size": bs, "t128_s": list(t128_s), "t1_s": list(t1_s),
-            "tpot_ms": (t128 - t1) / 127 * 1000.0, "output_tokens_per_s": bs * 128 / t128}
+def child_decode_paired(model_dir: Path, backends: list[str], sizes: list[int], repeats: int,
+                        cudagraphs: bool, gpu_memory: float) -> dict:
+    """Both engines alive in this process's client, each with its own engine-core process;
+    per batch size a warm-up on each, then ``repeats`` pairs in :func:`pair_order`, each engine
+    timing a 128-token and a 1-token generation of the pair's prompts. Timing only: the
+    weights stay vLLM's dummy ones (``ignore_eos`` keeps every length fixed)."""
+    import numpy as np
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    llms = {role: _llm(model_dir, b, enforce_eager=not cudagraphs, max_model_len=1024,
+                       max_num_seqs=max(sizes), gpu_memory_utilization=gpu_memory)
+            for role, b in zip(ROLES, backends, strict=True)}
+    in_engine = {r: _engine_backend_name(llm) for r, llm in llms.items()}
+    rng = np.random.default_rng(11)
+
+    def prompts(bs):
+        return [TokensPrompt(prompt_token_ids=rng.integers(10, 4000, 256).tolist()) for _ in range(bs)]
+
+    def timed(role, batch, max_tokens):
+        p = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
+        t0 = time.perf_counter()
+        outs = llms[role].generate(batch, p, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        assert all(len(o.outputs[0].token_ids) == max_tokens for o in outs)
+        return wall
+
+    warm = prompts(max(sizes))
+    for role in ROLES:
+        timed(role, warm, 8)  # warm-up at the largest batch
+    rows = []
+    for bs in sizes:
+        warm = prompts(bs)
+        for role in ROLES:
+            timed(role, warm, 4)
+        pairs = []
+        for i in range(repeats):
+            batch = prompts(bs)  # the same prompts for both engines of the pair
+            first = pair_order(i)
+            t128, t1 = {}, {}
+            for role in first:
+                t128[role] = timed(role, batch, 128)
+                t1[role] = timed(role, batch, 1)
+            pairs.append({"first": first[0], "t128_s": t128, "t1_s": t1})
+        rows.append({**paired_decode_stats(bs, pairs), "pair_timings": pairs})
+        print(paired_line(rows[-1]), flush=True)
+    return {"backends": dict(zip(ROLES, backends, strict=True)), "cudagraphs": cudagraphs,
+            "gpu_memory_utilization": gpu_memory, "repeats": repeats, "rows": rows,
+            "attention_backend_in_engine": in_engine}
 
 
 def pool_decode_rounds(results: list[dict]) -> list[dict]:
@@ -329,7 +396,16 @@ def child_name(spec: dict) -> str:
 
 
 def run_child(spec: dict) -> dict:
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process
+    if spec["phase"] == "decode_paired":
+        # one engine-core process per LLM (vLLM's multiprocess client, its own ZMQ context and
+        # IPC paths per instance): neither engine shares a Python process with the other or with
+        # the timing loop. Spawned, not forked from a process whose first client runs threads.
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+        # apply_model (the backend-name check) pickles its function across the process boundary
+        os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
+    else:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process
     if spec.get("v2_spec_host", "default") != "default":
         from vit_backend_plugin.flashinfer_host.builder import V2_SPEC_ENV
 
@@ -341,6 +417,9 @@ def run_child(spec: dict) -> dict:
         # non_blocking copies, raising on any sync in execute_model outside gpu_sync_allowed().
         os.environ["VLLM_GPU_SYNC_CHECK"] = "error"
     model_dir = Path(spec["model_dir"])
+    if spec["phase"] == "decode_paired":
+        return child_decode_paired(model_dir, spec["backends"], spec["sizes"], spec["repeats"],
+                                   spec["cudagraphs"], spec["gpu_memory"])
     if spec["phase"] == "decode":
         return child_decode(model_dir, spec["backend"], spec["sizes"], spec["repeats"], spec["cudagraphs"])
     return child_parity(model_dir, spec["backend"], spec["spec"], bool(spec.get("vllm_check")),
@@ -392,6 +471,13 @@ def main(args) -> int:
         return 0
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     phases = [p.strip() for p in args.phases.split(",")]
+    if set(phases) - set(PHASES):
+        print(f"[check-flashinfer-host] unknown phases {sorted(set(phases) - set(PHASES))}; "
+              f"choices: {', '.join(PHASES)}", flush=True)
+        return 2
+    if "decode_paired" in phases and len(backends) != 2:
+        print("[check-flashinfer-host] decode_paired takes two backends: stock,ours", flush=True)
+        return 2
     model_dir = make_model_dir(out)
     prev = out / "summary.json"  # phases run by separate invocations accumulate in one summary
     summary: dict = json.loads(prev.read_text()) if prev.is_file() else {}
@@ -469,6 +555,21 @@ def main(args) -> int:
                       f"{us[0] or 0:.0f}/{us[1] or 0:.0f}", flush=True)
             for b in backends:
                 print(f"decode {b}: builder per round {dec[b]['builder']}", flush=True)
+    if "decode_paired" in phases:
+        sizes = [int(x) for x in args.decode_batch_sizes.split(",")]
+        res = _spawn({"phase": "decode_paired", "backend": "_vs_".join(backends), "backends": backends,
+                      "sizes": sizes, "repeats": args.repeats, "cudagraphs": args.cudagraphs,
+                      "gpu_memory": args.paired_gpu_memory, "model_dir": str(model_dir)}, out, args)
+        key = ("decode_paired" + ("_cudagraphs" if args.cudagraphs else "")
+               + ("" if args.model_runner == "default" else f"_{args.model_runner}"))
+        ok &= res is not None
+        if res is not None:
+            summary[key] = res
+            summary[key + "_ratio_ours_over_stock"] = [
+                {k: v for k, v in r.items() if k not in (*ROLES, "pair_timings")} for r in res["rows"]]
+            for r in res["rows"]:
+                print(paired_line(r), flush=True)
+            print(f"decode_paired {res['backends']} in engine {res['attention_backend_in_engine']}", flush=True)
     summary["ok"] = bool(ok) and summary.get("ok", True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return 0 if ok else 1
