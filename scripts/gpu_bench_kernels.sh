@@ -21,10 +21,10 @@ case "$1" in
   table)
     # pass 1: single backends -> t1; pass 2 (and 3 with PASSES=3): every candidate with the
     # previous table in use (VIT_AUTO decides from it, PICK is the resolver's choice from it),
-    # merged into the next. Rows record back-to-back time (--table-timing stream: calls issued
-    # as vLLM's eager tower issues them, the larger of host and GPU time).
+    # merged into the next. Rows record CUDA-graph (GPU) time where capturable (--table-timing;
+    # TABLE_TIMING=stream records back-to-back time instead).
     # The shipped table's engine runs are carried over (they are not kernel measurements).
-    T="--timings eager,stream --rep-ms 100 --rounds ${ROUNDS:-5}"
+    T="--timings eager,${TABLE_TIMING:-graph} --table-timing ${TABLE_TIMING:-graph} --rep-ms 100 --rounds ${ROUNDS:-5}"
     VIT_SPEED_TABLE=/tmp/none.json timeout 280 $B --candidates $SINGLES $T \
       --json $OUT/pass1.json --write-speed-table /tmp/t1.json 2>&1 | grep -v Warn | tail -3
     last=/tmp/t1.json
@@ -46,9 +46,9 @@ PY
     ;;
   final)
     # the committed evidence: every candidate side by side, the table just made in use
-    # TABLE: the table in use (default: the one `table` just made, else the installed package's)
+    # TABLE: the table in use (default: the one `table` just made, else the shipped one)
     T=${TABLE:-/tmp/shipped.json}; [ -f "$T" ] && export VIT_SPEED_TABLE=$T
-    echo "speed table in use: ${VIT_SPEED_TABLE:-the installed package's}"
+    echo "speed table in use: ${VIT_SPEED_TABLE:-the table shipped in the installed package}"
     timeout ${LIMIT:-560} $B --rounds ${ROUNDS:-5} --json $OUT/h100_bench.json 2>&1 | grep -v Warn \
       | tee $OUT/h100_bench.txt | tail -60
     ;;

@@ -83,6 +83,35 @@ print("RESULT " + json.dumps({{"raw": ea.attention_backend,
     assert res == {"raw": "FLASHINFER_HOST", "config": "FLASHINFER_HOST"}
 
 
+def test_selection_reaches_a_spawned_engine_core():
+    """A spawned engine core unpickles its config before it loads vLLM's plugins: the member's
+    value (our class path) is unknown there, so the enum's own pickling fails in the child
+    (the negative control below) and the plugin's pickles it by name instead."""
+    proc, res = run_snippet("""
+import copyreg, json, multiprocessing as mp
+import vllm.plugins
+vllm.plugins.load_general_plugins()
+from vllm.config.attention import AttentionConfig
+from vllm.v1.attention.backends.registry import AttentionBackendEnum
+ctx = mp.get_context("spawn")
+def spawn(obj):
+    p = ctx.Process(target=print, args=("CHILD", obj))  # the child only unpickles and prints
+    p.start(); p.join(120)
+    return p.exitcode
+cfg = AttentionConfig(backend="FLASHINFER_HOST")
+ok = spawn(cfg)
+stock = spawn(AttentionBackendEnum.FLASH_ATTN)
+copyreg.dispatch_table.pop(AttentionBackendEnum)  # the enum's own pickling, as without the fix
+without = spawn(AttentionBackendEnum["FLASHINFER_HOST"])
+print("RESULT " + json.dumps({"ok": ok, "stock": stock, "without": without}))
+""", env={"VLLM_PLUGINS": None})
+    assert res is not None, proc.stderr[-3000:]
+    assert res == {"ok": 0, "stock": 0, "without": 1}, proc.stderr[-3000:]
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("CHILD")]
+    assert any("FLASHINFER_HOST" in x for x in lines) and any("FLASH_ATTN" in x for x in lines)
+    assert "is not a valid AttentionBackendEnum" in proc.stderr  # the control failed as expected
+
+
 # ----------------------------------------------------------------------------- in-process
 class Recorder:
     """Stands where flashinfer's Batch{Prefill,Decode}...Wrapper stands: records plan()."""

@@ -137,7 +137,7 @@ def test_graph_timing_has_its_own_checks_and_table_rows():
                      "engine_faithful": True, "timings": ["eager", "graph"]}, "rows": rows}
     (graphed,) = bench.table_entries(data, table_timing="graph")
     (eager_row,) = bench.table_entries(data, table_timing="eager")
-    assert bench.table_entries(data)[0]["how"] == "vllm layer"  # default stream: not measured here
+    assert bench.table_entries(data)[0]["how"] == "vllm layer, CUDA graph"  # the default
     assert graphed["how"] == "vllm layer, CUDA graph" and graphed["tflops"]["VIT_TRITON"] == 71.0
     assert eager_row["how"] == "vllm layer" and eager_row["tflops"]["VIT_TRITON"] == 30.0
     data["meta"]["timings"] = ["eager"]  # a run without graph timing cannot write graph rows
@@ -193,9 +193,9 @@ def test_back_to_back_timing_has_its_own_table_and_checks(capsys):
     bench.print_all(data)
     out = capsys.readouterr().out
     assert "timed back to back" in out and "66.0" in out and "timed CUDA graph" not in out
-    # the speed table records back-to-back time by default (how vLLM's eager tower runs)
+    # a speed table can record back-to-back time instead (--table-timing stream)
     data["meta"] = {"device": "GPU", "capability": [9, 0], "dtype": "bfloat16", "engine_faithful": True,
                     "timings": ["eager", "stream", "graph"]}
-    (row,) = bench.table_entries(data)
+    (row,) = bench.table_entries(data, table_timing="stream")
     assert row["how"] == "vllm layer, back to back"
     assert row["tflops"] == {"FLASH_ATTN": 34.0, "VIT_TRITON": 66.0, "VIT_AUTO": 65.0}

@@ -743,11 +743,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=5,
                         help="timing rounds per shape; the candidates' order rotates each round and "
                              "each candidate's time is its median over rounds (drift hits all alike)")
-    parser.add_argument("--table-timing", choices=["stream", "graph", "eager"], default="stream",
+    parser.add_argument("--table-timing", choices=["graph", "stream", "eager"], default="graph",
                         help="the timing the written speed table records, where the run measured "
-                             "it (else eager): stream = calls back to back, as vLLM's eager tower "
-                             "runs them (GPU time where the GPU is the bottleneck, host time where "
-                             "the host is); graph = GPU time alone")
+                             "it (else eager): graph = GPU time (stable to ~1%% between rounds; "
+                             "what decides a GPU-bound tower); stream = calls back to back, host "
+                             "time included (its host-bound rows vary up to 2x between rounds on "
+                             "the H100 machine, see reports/kernels/README.md)")
     parser.add_argument("--json", dest="json_out", default=None, help="write full results here")
     parser.add_argument("--write-speed-table", default=None, metavar="PATH",
                         help="write a speed table (schema 1) from this run")
@@ -875,7 +876,7 @@ def parse_timings(spec: str) -> set[str]:
 TABLE_HOW = {"tflops": "", "stream_tflops": ", back to back", "graph_tflops": ", CUDA graph"}
 
 
-def table_entries(data: dict, merge_with: list[str] = (), table_timing: str = "stream") -> list[dict]:
+def table_entries(data: dict, merge_with: list[str] = (), table_timing: str = "graph") -> list[dict]:
     """Speed-table rows from a run, under the timing asked for where the run measured it (else
     eager). A candidate the timing could not take (one that syncs, under a graph) keeps its eager
     time (:func:`table_values`)."""
