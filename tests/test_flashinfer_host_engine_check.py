@@ -192,6 +192,25 @@ def test_paired_stats_with_one_pair_or_no_difference_say_so():
     assert "paired bs=   1 tok/s ours/stock 1.111 [n/a]" in engine_check.paired_line(one)
 
 
+def test_pooled_pairs_resolve_what_each_batch_size_alone_cannot():
+    """Three batch sizes whose pairs swing +-12% around ours 4% slower: no batch size alone
+    reaches p < 0.05, all 24 pairs together do, and the geometric mean sits at 0.96."""
+    from vit_backend_plugin.flashinfer_host.decode_stats import pooled_pair_stats
+
+    swing = [1.12, 0.88, 1.1, 0.9, 1.06, 0.94, 1.02, 0.98]
+    rows = [engine_check.paired_decode_stats(bs, _pairs([1.0] * 8, [1.0 / (0.96 * w) for w in swing]))
+            for bs in (1, 16, 256)]
+    assert all(r["p_ours_slower_wilcoxon"] > 0.05 for r in rows)
+    pooled = pooled_pair_stats(rows)
+    assert pooled["pairs"] == 24 and pooled["batch_sizes"] == [1, 16, 256]
+    assert pooled["tok_s_ours_over_stock_geomean"] == pytest.approx(0.96 * math.exp(sum(map(math.log, swing)) / 8))
+    lo, hi = pooled["tok_s_ours_over_stock_geomean_ci95"]
+    assert lo < pooled["tok_s_ours_over_stock_geomean"] < hi < 1.0
+    assert pooled["p_ours_slower_wilcoxon"] < 0.05
+    faster = pooled_pair_stats([engine_check.paired_decode_stats(1, _pairs([1.0] * 8, [0.96 * w for w in swing]))])
+    assert faster["p_ours_slower_wilcoxon"] > 0.5
+
+
 def test_unknown_phases_and_a_third_paired_backend_are_refused_before_any_engine(tmp_path, capsys):
     import argparse
 

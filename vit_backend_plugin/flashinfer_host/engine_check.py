@@ -37,6 +37,7 @@ from vit_backend_plugin.flashinfer_host.decode_stats import (
     pair_order,
     paired_decode_stats,
     paired_line,
+    pooled_pair_stats,
 )
 
 BACKENDS = ("FLASHINFER", "FLASHINFER_HOST")
@@ -569,6 +570,11 @@ def main(args) -> int:
                 {k: v for k, v in r.items() if k not in (*ROLES, "pair_timings")} for r in res["rows"]]
             for r in res["rows"]:
                 print(paired_line(r), flush=True)
+            pooled = summary[key + "_pooled"] = pooled_pair_stats(res["rows"])
+            ci = pooled["tok_s_ours_over_stock_geomean_ci95"] or [float("nan")] * 2
+            print(f"paired, all {pooled['pairs']} pairs: tok/s ours/stock geomean "
+                  f"{pooled['tok_s_ours_over_stock_geomean']:.3f} [{ci[0]:.3f}-{ci[1]:.3f}] "
+                  f"p(ours slower)={pooled['p_ours_slower_wilcoxon']}", flush=True)
             print(f"decode_paired {res['backends']} in engine {res['attention_backend_in_engine']}", flush=True)
     summary["ok"] = bool(ok) and summary.get("ok", True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
