@@ -199,3 +199,19 @@ def test_back_to_back_timing_has_its_own_table_and_checks(capsys):
     (row,) = bench.table_entries(data, table_timing="stream")
     assert row["how"] == "vllm layer, back to back"
     assert row["tflops"] == {"FLASH_ATTN": 34.0, "VIT_TRITON": 66.0, "VIT_AUTO": 65.0}
+
+
+def test_same_kernel_control_is_the_pick_against_its_own_backend(capsys):
+    """PICK is a layer of one backend, timed beside that backend's own layer: their ratio is what
+    a kernel against itself reads in the run, printed next to the checks it qualifies."""
+    rows = [_row("a", [("FLASH_ATTN", 100.0, 100.0), ("VIT_TRITON", 90.0, 95.0), ("PICK", 97.0, 99.0)],
+                 pick="FLASH_ATTN"),
+            _row("b", [("FLASH_ATTN", 100.0, 100.0), ("VIT_TRITON", 90.0, 95.0), ("PICK", 93.0, 96.0)],
+                 pick="VIT_TRITON"),
+            _row("c", [("FLASH_ATTN", 100.0, 100.0), ("PICK", 50.0, 50.0)], pick="VIT_AUTO")]  # not a single
+    eager, graph = bench.summarize(rows), bench.summarize(rows, "graph_tflops")
+    assert eager["same_kernel_control"] == [0.97, round(93 / 90, 3)]
+    assert graph["same_kernel_control"] == [0.99, round(96 / 95, 3)]
+    bench.print_table(rows, ["FLASH_ATTN", "VIT_TRITON", "PICK"], graph)
+    assert "same-kernel control (PICK / the layer of the backend it picked, 2 shapes): lowest 0.990x" \
+        in capsys.readouterr().out

@@ -528,7 +528,7 @@ def summarize(rows: list[dict], metric: str = "tflops") -> dict:
     """Per-shape ratios and issue 11's checks under one timing (``METRICS``): VIT_AUTO against the
     best single backend, the resolver's per-process pick against stock vLLM's default, our Triton
     kernel's gap to vLLM's."""
-    checks, auto_vs_best, pick_vs_stock, ours_vs_stock_triton = [], [], [], []
+    checks, auto_vs_best, pick_vs_stock, ours_vs_stock_triton, same_kernel = [], [], [], [], []
     for row in rows:
         t = _ok_values(row, metric)
         singles = {n: v for n, v in t.items() if n in SINGLE_NAMES}
@@ -553,11 +553,14 @@ def summarize(rows: list[dict], metric: str = "tflops") -> dict:
                            "value": round(ratio, 3), "ok": pick == stock or ratio >= 0.97})
         if "VIT_TRITON" in t and "TRITON_ATTN" in t:
             ours_vs_stock_triton.append(t["VIT_TRITON"] / t["TRITON_ATTN"])
+        if "PICK" in t and pick in singles:  # one backend timed as two layers: the run's resolution
+            same_kernel.append(t["PICK"] / singles[pick])
     if metric == "tflops" and not any("PICK" in {r["candidate"] for r in row["results"]} for row in rows):
         checks += resolver_pick_checks(rows)  # raw-kernel runs: what the resolver would pick
     return {"metric": metric, "geomean_auto_vs_best_single": _geomean(auto_vs_best),
             "geomean_pick_vs_stock": _geomean(pick_vs_stock),
-            "geomean_ours_vs_stock_triton": _geomean(ours_vs_stock_triton), "checks": checks}
+            "geomean_ours_vs_stock_triton": _geomean(ours_vs_stock_triton), "checks": checks,
+            "same_kernel_control": sorted(round(x, 3) for x in same_kernel)}
 
 
 def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05,
@@ -622,6 +625,10 @@ def print_table(rows: list[dict], names: list[str], summary: dict, file=None) ->
     print(f"geomean VIT_AUTO/best single {summary['geomean_auto_vs_best_single']:.3f}x, "
           f"pick/stock vLLM {summary['geomean_pick_vs_stock']:.3f}x, "
           f"VIT_TRITON/vLLM TRITON_ATTN {summary['geomean_ours_vs_stock_triton']:.2f}x", file=file)
+    ctrl = summary.get("same_kernel_control") or []
+    if ctrl:  # what a ratio of one kernel to itself reads in this run: the checks' resolution
+        print(f"same-kernel control (PICK / the layer of the backend it picked, {len(ctrl)} shapes): "
+              f"lowest {ctrl[0]:.3f}x, median {ctrl[len(ctrl) // 2]:.3f}x, highest {ctrl[-1]:.3f}x", file=file)
     for c in summary["checks"]:
         print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}", file=file)
 
