@@ -183,7 +183,7 @@ def test_back_to_back_timing_has_its_own_table_and_checks(capsys):
     the host runs ahead and our kernel's GPU time shows. Each timing has its own checks."""
     rows = [_row("windows", [("FLASH_ATTN", 33.0, 35.0), ("VIT_TRITON", 30.0, 71.0),
                              ("VIT_AUTO", 29.0, 70.0)])]
-    for r, st in zip(rows[0]["results"], (34.0, 66.0, 65.0)):
+    for r, st in zip(rows[0]["results"], (34.0, 66.0, 65.0), strict=True):
         r["extra"]["stream_tflops"] = st
     stream = {c["target"]: c for c in bench.summarize(rows, "stream_tflops")["checks"]}
     assert stream["windows: VIT_AUTO >= 0.97x best single (VIT_TRITON)"]["value"] == round(65 / 66, 3)

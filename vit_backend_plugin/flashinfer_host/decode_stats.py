@@ -22,17 +22,23 @@ def pair_order(i: int) -> tuple[str, str]:
     return ROLES if i % 2 == 0 else ROLES[::-1]
 
 
-def _median_ci95(values: list[float], seed: int) -> list[float] | None:
-    """95% percentile-bootstrap interval of the median (None below two values, where there is
-    nothing to resample; the percentile method stays defined when every value is equal)."""
+def _ci95(values, statistic, seed: int) -> list[float] | None:
+    """Seeded 95% percentile-bootstrap interval of ``statistic`` (None below two values, where
+    there is nothing to resample; the percentile method stays defined when every value is equal)."""
     import numpy as np
     from scipy.stats import bootstrap
 
     if len(values) < 2:
         return None
-    res = bootstrap((np.asarray(values, dtype=float),), np.median, confidence_level=0.95,
+    res = bootstrap((np.asarray(values, dtype=float),), statistic, confidence_level=0.95,
                     method="percentile", rng=np.random.default_rng(seed))
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+
+
+def _median_ci95(values: list[float], seed: int) -> list[float] | None:
+    import numpy as np
+
+    return _ci95(values, np.median, seed)
 
 
 def p_ours_slower(ratios: list[float]) -> dict:
@@ -80,15 +86,11 @@ def pooled_pair_stats(rows: list[dict], seed: int = 0) -> dict:
     median, and :func:`p_ours_slower` over all pairs. One batch size's ten pairs resolve ~10%
     on a host-bound engine; all of them together resolve a few percent."""
     import numpy as np
-    from scipy.stats import bootstrap
 
     ratios = [x for r in rows for x in r["tok_s_ours_over_stock_per_pair"]]
     logs = np.log(np.asarray(ratios, dtype=float))
-    ci = None
-    if len(ratios) >= 2:
-        res = bootstrap((logs,), np.mean, confidence_level=0.95, method="percentile",
-                        rng=np.random.default_rng(seed))
-        ci = [float(np.exp(res.confidence_interval.low)), float(np.exp(res.confidence_interval.high))]
+    ci = _ci95(logs, np.mean, seed)  # of the mean log ratio: exp of it is the geometric mean's
+    ci = [float(np.exp(x)) for x in ci] if ci else None
     return {"batch_sizes": [r["batch_size"] for r in rows], "pairs": len(ratios),
             "tok_s_ours_over_stock_geomean": float(np.exp(logs.mean())) if len(ratios) else None,
             "tok_s_ours_over_stock_geomean_ci95": ci,

@@ -275,10 +275,27 @@ def _engine_backend_name(llm) -> list[str]:
     return llm.apply_model(engine_check.attention_backend_names)[0]
 
 
+def _decode_prompts(rng, bs: int) -> list:
+    """Seed 003's decode load: ``bs`` prompts of 256 random token ids."""
+    from vllm.inputs import TokensPrompt
+
+    return [TokensPrompt(prompt_token_ids=rng.integers(10, 4000, 256).tolist()) for _ in range(bs)]
+
+
+def _timed_generation(llm, batch: list, max_tokens: int) -> float:
+    """Wall seconds of one greedy generation of exactly ``max_tokens`` per prompt."""
+    from vllm import SamplingParams
+
+    p = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
+    t0 = time.perf_counter()
+    outs = llm.generate(batch, p, use_tqdm=False)
+    wall = time.perf_counter() - t0
+    assert all(len(o.outputs[0].token_ids) == max_tokens for o in outs)
+    return wall
+
+
 def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, cudagraphs: bool) -> dict:
     import numpy as np
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
 
     counter = wrap_builders(backend, count_syncs=False)
     llm = _llm(model_dir, backend, enforce_eager=not cudagraphs, max_model_len=1024,
@@ -286,17 +303,8 @@ def child_decode(model_dir: Path, backend: str, sizes: list[int], repeats: int, 
     llm.apply_model(redraw_weights)
     rng = np.random.default_rng(11)
 
-    def prompts(bs):
-        return [TokensPrompt(prompt_token_ids=rng.integers(10, 4000, 256).tolist()) for _ in range(bs)]
-
     def timed(bs, max_tokens):
-        p = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
-        batch = prompts(bs)
-        t0 = time.perf_counter()
-        outs = llm.generate(batch, p, use_tqdm=False)
-        wall = time.perf_counter() - t0
-        assert all(len(o.outputs[0].token_ids) == max_tokens for o in outs)
-        return wall
+        return _timed_generation(llm, _decode_prompts(rng, bs), max_tokens)
 
     rows = []
     timed(max(sizes), 8)  # warm-up at the largest batch
@@ -322,8 +330,6 @@ def child_decode_paired(model_dir: Path, backends: list[str], sizes: list[int], 
     timing a 128-token and a 1-token generation of the pair's prompts. Timing only: the
     weights stay vLLM's dummy ones (``ignore_eos`` keeps every length fixed)."""
     import numpy as np
-    from vllm import SamplingParams
-    from vllm.inputs import TokensPrompt
 
     llms = {role: _llm(model_dir, b, enforce_eager=not cudagraphs, max_model_len=1024,
                        max_num_seqs=max(sizes), gpu_memory_utilization=gpu_memory)
@@ -332,15 +338,10 @@ def child_decode_paired(model_dir: Path, backends: list[str], sizes: list[int], 
     rng = np.random.default_rng(11)
 
     def prompts(bs):
-        return [TokensPrompt(prompt_token_ids=rng.integers(10, 4000, 256).tolist()) for _ in range(bs)]
+        return _decode_prompts(rng, bs)
 
     def timed(role, batch, max_tokens):
-        p = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, detokenize=False)
-        t0 = time.perf_counter()
-        outs = llms[role].generate(batch, p, use_tqdm=False)
-        wall = time.perf_counter() - t0
-        assert all(len(o.outputs[0].token_ids) == max_tokens for o in outs)
-        return wall
+        return _timed_generation(llms[role], batch, max_tokens)
 
     warm = prompts(max(sizes))
     for role in ROLES:

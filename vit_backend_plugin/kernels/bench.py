@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import re
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -341,16 +342,14 @@ def host_us_per_call(torch, fn, sets: list[dict], calls: int = 32, rounds: int =
     ``rounds`` rounds (other work on the host only ever adds time)."""
     if not hasattr(torch.cuda, "_sleep"):
         return None
-    import time as _time
-
     out = []
     for _ in range(rounds):
         torch.cuda.synchronize()
         torch.cuda._sleep(100_000_000)  # ~60 ms of GPU clock cycles: longer than the issuing
-        t0 = _time.perf_counter()
+        t0 = time.perf_counter()
         for i in range(calls):
             fn(sets[i % len(sets)])
-        out.append((_time.perf_counter() - t0) / calls * 1e6)
+        out.append((time.perf_counter() - t0) / calls * 1e6)
     torch.cuda.synchronize()
     return round(min(out), 1)
 
@@ -374,8 +373,6 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
     sweep VIT_TRITON configs (eager, one candidate at a time). Timings: eager always;
     ``timing_stream`` back to back; ``timing_graph`` GPU time under a CUDA graph;
     ``timing_host`` host time to issue one call."""
-    import statistics
-
     from vit_backend_plugin.kernels.triton_vit import vit_attention
 
     bytes_per_set = 4 * sum(shape.lens) * shape.heads * shape.head_dim * dtype.itemsize
