@@ -215,3 +215,22 @@ def test_same_kernel_control_is_the_pick_against_its_own_backend(capsys):
     bench.print_table(rows, ["FLASH_ATTN", "VIT_TRITON", "PICK"], graph)
     assert "same-kernel control (PICK / the layer of the backend it picked, 2 shapes): lowest 0.990x" \
         in capsys.readouterr().out
+
+
+def test_host_times_go_into_the_table_rows_and_merge_to_the_least():
+    rows = [_row("clip", [("FLASH_ATTN", 60.0, 70.0), ("VIT_TRITON", 50.0, 142.0),
+                          ("TORCH_SDPA_CUDNN", 28.0, 166.0), ("PICK", 60.0, 70.0)],
+                 pick="FLASH_ATTN")]
+    for r, us in zip(rows[0]["results"], (120.0, 110.0, 200.0, 121.0), strict=True):
+        r["extra"]["host_us"] = us
+    (entry,) = bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16", "vllm layer", "graph_tflops")
+    # every single backend's own host time; the pick is a layer of one of them, not a row of its own
+    assert entry["host_us"] == {"FLASH_ATTN": 120.0, "VIT_TRITON": 110.0, "TORCH_SDPA_CUDNN": 200.0}
+    later = dict(entry, host_us={"FLASH_ATTN": 130.0, "VIT_TRITON": 95.0})
+    (merged,) = bench.merge_entries([[later], [entry]])
+    assert merged["host_us"] == {"FLASH_ATTN": 120.0, "VIT_TRITON": 95.0, "TORCH_SDPA_CUDNN": 200.0}
+    from vit_backend_plugin.speed_table import SpeedEntry
+
+    assert SpeedEntry.model_validate(merged).host_us["VIT_TRITON"] == 95.0  # the schema takes it
+    rows[0]["results"][0]["extra"].pop("host_us")
+    assert "FLASH_ATTN" not in bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16")[0]["host_us"]

@@ -1,6 +1,6 @@
 """VIT_AUTO's per-call policy (pure): which backend a call of a given shape goes to."""
 
-from vit_backend_plugin.kernels.auto import CHOICES, DEFAULT, choose
+from vit_backend_plugin.kernels.auto import CHOICES, DEFAULT, call_cost_us, choose, eager_call_flops
 
 
 def row(lo, hi, eq, n, tflops, bad=()):
@@ -48,3 +48,56 @@ def test_the_default_keeps_its_place_within_the_margin():
     assert choose(close, True, 729, 32, default="FLASH_ATTN") == "FLASH_ATTN"
     clear = [row(129, 1024, True, 32, {"FLASH_ATTN": 300, "VIT_TRITON": 330})]
     assert choose(clear, True, 729, 32, default="FLASH_ATTN") == "VIT_TRITON"
+
+
+# CLIP-B-like row (H100, graph TFLOP/s and host us per call): cuDNN fastest on the GPU, slowest
+# to issue.
+HOSTY = [dict(row(129, 1024, True, 64, {"FLASH_ATTN": 70, "TORCH_SDPA_CUDNN": 166, "VIT_TRITON": 142}),
+              host_us={"FLASH_ATTN": 120.0, "TORCH_SDPA_CUDNN": 200.0, "VIT_TRITON": 110.0})]
+
+
+def _flops(n, s, d=64, h=12):
+    return 4.0 * n * s * s * d * h
+
+
+def test_an_eager_call_pays_the_larger_of_gpu_and_host_time():
+    fa = "FLASH_ATTN"
+    small = _flops(64, 197)  # ~46 us on cuDNN's GPU time: its 200 us of host time decide
+    assert choose(HOSTY, True, 197, 64, default=fa, call_flops=small) == "VIT_TRITON"
+    assert choose(HOSTY, True, 197, 64, default=fa) == "TORCH_SDPA_CUDNN"  # captured: GPU time
+    big = _flops(64, 1024)  # ~1.2 ms on the GPU: the host's 200 us are hidden
+    assert choose(HOSTY, True, 1024, 64, default=fa, call_flops=big) == "TORCH_SDPA_CUDNN"
+    # without every candidate's host time the row cannot weigh them: GPU time alone
+    partial = [dict(HOSTY[0], host_us={"TORCH_SDPA_CUDNN": 200.0, "VIT_TRITON": 110.0})]
+    assert choose(partial, True, 197, 64, default=fa, call_flops=small) == "TORCH_SDPA_CUDNN"
+    # the default keeps its place when the host decides and its host is as quick (within MARGIN)
+    even = [dict(HOSTY[0], host_us={"FLASH_ATTN": 110.0, "TORCH_SDPA_CUDNN": 200.0, "VIT_TRITON": 109.0})]
+    assert choose(even, True, 197, 64, default=fa, call_flops=small) == "FLASH_ATTN"
+
+
+def test_call_cost_is_gpu_time_at_the_row_rate_or_host_time():
+    assert call_cost_us(100.0, 50.0, 1e10) == 100.0  # 1e10 FLOP at 100 TFLOP/s: 100 us of GPU
+    assert call_cost_us(100.0, 150.0, 1e10) == 150.0
+    assert call_cost_us(100.0, None, 1e10) == call_cost_us(100.0, 150.0, None) == 1e4
+
+
+def test_call_flops_from_host_facts_and_a_capture_decides_by_gpu_time(monkeypatch):
+    import torch
+
+    from vit_backend_plugin.kernels import auto
+
+    q = torch.empty(64 * 197, 12, 64)
+    assert eager_call_flops(q, 197) == _flops(64, 197)
+    # decide()'s lookups (the table on disk, the CUDA build) replaced by this row and all three
+    # backends; what is tested is how decide passes the call's cost on
+    monkeypatch.setattr(auto, "_rows", lambda *a: tuple(HOSTY))
+    monkeypatch.setattr(auto, "_available", lambda *a: auto.CHOICES)
+    auto.decide.cache_clear()
+    try:
+        args = ((9, 0), "bfloat16", 64, True, 197, 64, True)
+        assert auto.decide(*args, False, _flops(64, 197)) == "VIT_TRITON"  # eager, host-bound
+        assert auto.decide(*args, False, None) == "TORCH_SDPA_CUDNN"  # a graph capture (exact)
+        # vLLM's encoder capture: no cuDNN there, and GPU time decides between the other two
+        assert auto.decide(*args, True, _flops(64, 197)) == "VIT_TRITON"
+    finally:
+        auto.decide.cache_clear()

@@ -42,6 +42,9 @@ class SpeedEntry(BaseModel):
     how: str = ""  # "vllm layer" (engine-faithful) or "raw kernel"
     tflops: dict[str, float]
     numerics_ok: dict[str, bool] = Field(default_factory=dict)
+    # Host microseconds to issue one call (GPU busy meanwhile), per backend: what an eager call
+    # costs when its GPU time is shorter (VIT_AUTO's eager cost model). Absent in older tables.
+    host_us: dict[str, float] = Field(default_factory=dict)
 
 
 class EngineEntry(BaseModel):

@@ -6,7 +6,11 @@ vLLM picks a ViT backend once per process, before it sees an image, and no singl
 every shape (H100: FA3 long and mixed-length batches, cuDNN equal-length batches of image size,
 ours windows and d64). The decision uses host-side facts only, so it costs no device sync: head
 size, dtype, whether all sequences have equal length (total tokens == batch * max_seqlen), the
-max_seqlen bucket and the number of sequences. The table is data (``data/speed_table.json``, or
+max_seqlen bucket and the number of sequences, and whether the call is being captured in a CUDA
+graph. Captured, a call costs its GPU time; eager (vLLM's default for the encoder), the host issues
+every call, and a backend whose host time exceeds its GPU time costs its host time: table rows that
+record each backend's host time per call (``host_us``) let short calls avoid the backend that is
+fastest on the GPU but slowest to issue (cuDNN). The table is data (``data/speed_table.json``, or
 the user table written by `vit-parity tune`); with no row for a shape, FlashAttention where it
 runs this head size, else our kernel.
 
@@ -32,12 +36,28 @@ CHOICES = ("FLASH_ATTN", "TORCH_SDPA_CUDNN", "VIT_TRITON")
 MARGIN = 1.03
 
 
+def call_cost_us(tflops: float, host_us: float | None, call_flops: float | None) -> float:
+    """Time per call when calls are issued back to back, as an eager tower issues its layers:
+    the larger of the GPU time (this call's FLOPs at the row's measured rate) and the host time to
+    issue it. Without host time or FLOPs: GPU time per unit of work (only its ratios matter)."""
+    if host_us is None or not call_flops:
+        return 1e6 / tflops
+    return max(call_flops / (tflops * 1e6), host_us)
+
+
 def choose(rows: list[dict], equal_lengths: bool, max_seqlen: int, num_seqs: int | None = None,
-           available: tuple[str, ...] = CHOICES, default: str = DEFAULT) -> str:
+           available: tuple[str, ...] = CHOICES, default: str = DEFAULT, *,
+           call_flops: float | None = None) -> str:
     """Pure policy. ``rows``: speed-table entries (dicts) for one device/dtype/head size. Among the
     rows of the same kind (equal or mixed lengths) whose bucket holds max_seqlen, the narrowest
     bucket, then the nearest number of sequences, decides between ``available``; numerics must
-    have passed; the default keeps its place unless another is MARGIN faster."""
+    have passed; the default keeps its place unless another is MARGIN faster.
+
+    ``call_flops`` (an eager call: the host issues it) with a row that has every candidate's
+    ``host_us``: the cost is :func:`call_cost_us`, so a backend whose GPU time is shorter than its
+    host time is charged its host time (cuDNN's is the highest: on short calls it is faster on the
+    GPU and slower back to back). ``None`` (a CUDA graph replays the call: no host time per call)
+    or no host times in the row: GPU time alone."""
     fit = [r for r in rows
            if r.get("equal_lengths") is equal_lengths and r["seq_len"][0] <= max_seqlen <= r["seq_len"][1]]
     if not fit:
@@ -47,12 +67,16 @@ def choose(rows: list[dict], equal_lengths: bool, max_seqlen: int, num_seqs: int
     if num_seqs and any(r.get("num_seqs") for r in fit):
         fit.sort(key=lambda r: abs(math.log2(r.get("num_seqs") or 1) - math.log2(num_seqs)))
     row = fit[0]
-    ok = {n: t for n, t in row["tflops"].items()
-          if n in available and row.get("numerics_ok", {}).get(n, False)}
+    ok = [n for n, t in row["tflops"].items()
+          if n in available and t > 0 and row.get("numerics_ok", {}).get(n, False)]
     if not ok:
         return default
-    best = max(ok, key=ok.get)
-    if default in ok and ok[best] < ok[default] * MARGIN:
+    host = row.get("host_us") or {}
+    if not all(host.get(n) for n in ok):  # host time of some candidate unknown: GPU time alone
+        call_flops = None
+    cost = {n: call_cost_us(row["tflops"][n], host.get(n), call_flops) for n in ok}
+    best = min(ok, key=cost.get)
+    if default in cost and cost[default] < cost[best] * MARGIN:
         return default
     return best
 
@@ -124,13 +148,30 @@ def vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, ou
 
 @functools.lru_cache(maxsize=4096)
 def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_lengths: bool,
-           max_seqlen: int, num_seqs: int, is_cuda: bool, capturing: bool = False) -> str:
+           max_seqlen: int, num_seqs: int, is_cuda: bool, capturing: bool = False,
+           call_flops: float | None = None) -> str:
+    """``call_flops``: None when the call is captured in a CUDA graph (GPU time decides)."""
     available = _available(is_cuda, dtype, head_size)
     if capturing:  # padded inputs: cuDNN's equal-length shortcut would attend over the padding
         available = tuple(n for n in available if n != "TORCH_SDPA_CUDNN")
     default = "FLASH_ATTN" if "FLASH_ATTN" in available else DEFAULT
     return choose(list(_rows(capability, dtype, head_size)), equal_lengths, max_seqlen, num_seqs,
-                  available, default)
+                  available, default, call_flops=None if capturing else call_flops)
+
+
+def eager_call_flops(q, max_seqlen: int) -> float | None:
+    """The call's FLOPs as the host knows them (4 * tokens * max_seqlen * head size * heads:
+    exact for equal lengths, an upper bound for mixed ones), or None while a CUDA graph is being
+    captured (a replay costs the host nothing per call: GPU time alone decides there)."""
+    if q.is_cuda and _graph_capturing():
+        return None
+    return 4.0 * q.shape[0] * max_seqlen * q.shape[-1] * q.shape[-2]
+
+
+def _graph_capturing() -> bool:
+    import torch
+
+    return torch.cuda.is_current_stream_capturing()
 
 
 def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
@@ -145,7 +186,7 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
     is_cuda = q.is_cuda
     cap = _capability(q.get_device()) if is_cuda else (0, 0)  # get_device: the CUDA index
     name = decide(cap, _dtype_name(q.dtype), q.shape[-1], equal, max_seqlen, batch, is_cuda,
-                  capturing)
+                  capturing, eager_call_flops(q, max_seqlen))
     if name == "FLASH_ATTN":
         if softmax_scale is None:
             softmax_scale = q.shape[-1] ** -0.5

@@ -15,7 +15,8 @@ Each candidate is checked against an fp32 reference (relative error ||out - ref|
 fails; outputs are NaN-poisoned first where a candidate takes ``out``), then timed with CUDA
 events, several input sets rotated, in interleaved rounds (the candidates' order rotates each
 round; each time is the median over rounds): eager one call at a time (triton.testing.do_bench,
-L2 flushed), back to back (as an eager tower runs), and as a CUDA graph (GPU time).
+L2 flushed), back to back (as an eager tower runs), and as CUDA graphs (GPU time; the candidates'
+graphs replayed in turn, replay by replay).
 TFLOP/s counts 4*S^2*D*H per sequence. Inputs are laid out as in Qwen2.5-VL's vision blocks: q, k
 contiguous (after RoPE), v a strided view of the packed qkv tensor.
 """
@@ -292,17 +293,56 @@ def graph_precheck(torch, fn, sets: list[dict]) -> str | None:
     return None
 
 
-def graph_ms(torch, fn, sets: list[dict], rep_ms: float) -> float:
-    """GPU time of one call with the host out of the way: the calls over every input set,
-    captured in a CUDA graph and replayed (``triton.testing.do_bench_cudagraph``, median), as
-    vLLM's encoder CUDA graphs run a tower. Run :func:`graph_precheck` first."""
-    import triton.testing
-
+def graph_ms(torch, fns: list, sets: list[dict], rep_ms: float) -> list[float | Exception]:
+    """GPU time of one call per candidate with the host out of the way: each candidate's calls
+    over every input set captured in one CUDA graph (as vLLM's encoder CUDA graphs run a tower),
+    then the candidates' graphs replayed in turn, the order rotating every turn, one pair of
+    events around each replay: drift of the GPU's clocks falls on all candidates alike, replay by
+    replay (timing one candidate's replays, then the next's, read up to 5% between two layers
+    of one kernel). Median per candidate; an exception in place of a candidate that failed.
+    Run :func:`graph_precheck` first."""
+    graphs: list = []
     # Replayed on the very inputs captured: the plugin's op runs as in eager mode (no padding
     # to zero, cuDNN allowed), unlike vLLM's encoder graphs, which replay on other lengths.
     with exact_inputs():
-        return triton.testing.do_bench_cudagraph(lambda: [fn(x) for x in sets], rep=rep_ms,
-                                                 return_mode="median") / len(sets)
+        for fn in fns:
+            try:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up off the default stream, as torch asks
+                    for x in sets:
+                        fn(x)
+                torch.cuda.current_stream().wait_stream(side)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    for x in sets:
+                        fn(x)
+                graphs.append(g)
+            except Exception as e:  # noqa: BLE001 -- a candidate failing is a result
+                graphs.append(e)
+    live = [i for i, g in enumerate(graphs) if not isinstance(g, Exception)]
+    if not live:
+        return graphs
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in live:
+        graphs[i].replay()
+    torch.cuda.synchronize()
+    turn_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)
+    turns = max(5, min(1000, math.ceil(rep_ms / turn_ms)))
+    events = {i: [] for i in live}
+    for j in range(turns):
+        for i in live[j % len(live):] + live[:j % len(live)]:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graphs[i].replay()
+            end.record()
+            events[i].append((start, end))
+    torch.cuda.synchronize()
+    out: list = list(graphs)
+    for i in live:
+        out[i] = statistics.median(a.elapsed_time(b) for a, b in events[i]) / len(sets)
+    return out
 
 
 def eager_ms(torch, fn, sets: list[dict], rep_ms: float, warmup_ms: float) -> float:
@@ -345,7 +385,7 @@ def host_us_per_call(torch, fn, sets: list[dict], calls: int = 32, rounds: int =
     out = []
     for _ in range(rounds):
         torch.cuda.synchronize()
-        torch.cuda._sleep(100_000_000)  # ~60 ms of GPU clock cycles: longer than the issuing
+        torch.cuda._sleep(30_000_000)  # ~17 ms of GPU clock cycles: longer than issuing 32 calls
         t0 = time.perf_counter()
         for i in range(calls):
             fn(sets[i % len(sets)])
@@ -428,12 +468,16 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
                         back_to_back_ms(torch, fn, sets, per, got["ms"][-1]))
             except Exception as e:  # noqa: BLE001
                 r.error = _brief(e)
-                continue
-            if timing_graph and "graph_error" not in r.extra:
-                try:
-                    got.setdefault("graph_ms", []).append(graph_ms(torch, fn, sets, per))
-                except Exception as e:  # noqa: BLE001
-                    r.extra["graph_error"] = _brief(e)
+        if timing_graph:  # every capturable candidate at once, replays interleaved (graph_ms)
+            graphed = [timed[i] for i in order
+                       if timed[i][0].error is None and "graph_error" not in timed[i][0].extra]
+            per_graph = per * len(graphed)
+            for (r, _), ms in zip(graphed, graph_ms(torch, [fn for _, fn in graphed], sets, per_graph),
+                                  strict=True):
+                if isinstance(ms, Exception):
+                    r.extra["graph_error"] = _brief(ms)
+                else:
+                    samples[r.candidate].setdefault("graph_ms", []).append(ms)
     for r, fn in timed:
         got = samples[r.candidate]
         if r.error is not None or not got.get("ms"):
@@ -684,12 +728,16 @@ def speed_table_entries(rows: list[dict], device: str, capability: tuple[int, in
             "tflops": {n: round(by[n]["tflops"], 1) for n in TABLE_NAMES if n in by},
             "numerics_ok": {n: bool(by[n]["numerics_ok"]) for n in TABLE_NAMES if n in by},
         })
+        host = {r["candidate"]: (r.get("extra") or {}).get("host_us") for r in row["results"]}
+        host = {n: host[n] for n in TABLE_NAMES if n in by and host.get(n)}
+        if host:
+            entries[-1]["host_us"] = host
     return entries
 
 
 def merge_entries(runs: list[list[dict]]) -> list[dict]:
-    """One row per shape over several runs of it: each backend's best TFLOP/s (noise only ever
-    slows a run down) and numerics OK only if OK in every run."""
+    """One row per shape over several runs of it: each backend's best TFLOP/s and least host time
+    (noise only ever slows a run down) and numerics OK only if OK in every run."""
     merged: dict[tuple, dict] = {}
     for entries in runs:
         for e in entries:
@@ -701,6 +749,8 @@ def merge_entries(runs: list[list[dict]]) -> list[dict]:
             for name, t in e["tflops"].items():
                 m["tflops"][name] = max(t, m["tflops"].get(name, 0.0))
                 m["numerics_ok"][name] = m["numerics_ok"].get(name, True) and e["numerics_ok"].get(name, False)
+            for name, us in e.get("host_us", {}).items():  # the host's noise only ever adds time
+                m.setdefault("host_us", {})[name] = min(us, m.get("host_us", {}).get(name, us))
     return list(merged.values())
 
 
