@@ -186,7 +186,7 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
     is_cuda = q.is_cuda
     cap = _capability(q.get_device()) if is_cuda else (0, 0)  # get_device: the CUDA index
     name = decide(cap, _dtype_name(q.dtype), q.shape[-1], equal, max_seqlen, batch, is_cuda,
-                  capturing, eager_call_flops(q, max_seqlen))
+                  capturing, None if capturing else eager_call_flops(q, max_seqlen))
     if name == "FLASH_ATTN":
         if softmax_scale is None:
             softmax_scale = q.shape[-1] ** -0.5
