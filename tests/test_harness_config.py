@@ -180,9 +180,10 @@ def test_full_size_vit_configs_are_throughput_only_with_dummy_weights():
     for path in sorted(CONFIGS.glob("h100_vit_*.yaml")):
         cfg = load_config(path)
         assert not cfg.accuracy and cfg.engine_args["load_format"] == "dummy"
-        # full-size images, or small ones where the tower is small (short calls: host cost shows)
-        small = cfg.model in ("demo://vit/clip-b-d64", "demo://vit/small-d128")
-        assert cfg.throughput.image_sizes == [(224, 224) if small else (896, 896)]
+        # full-size images; small ones where the tower is small (short calls: host cost shows);
+        # 448 px (1024 patches) for d96, the length its measured kernel rows cover
+        side = {"demo://vit/clip-b-d64": 224, "demo://vit/small-d128": 224, "demo://vit/d96": 448}
+        assert cfg.throughput.image_sizes == [(side.get(cfg.model, 896),) * 2]
         assert "AUTO" in cfg.backends and cfg.baseline_name == "FLASH_ATTN"
         names.append(cfg.model.removeprefix("demo://"))
     assert sorted(names) == sorted(vit_models.names())

@@ -37,6 +37,10 @@ FULL_VITS: dict[str, tuple[str, dict]] = {
                                 "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
     "small-d128": ("qwen2_vl", {"depth": 12, "embed_dim": 1536, "num_heads": 12,
                                 "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
+    # A head size stock vLLM and the plugin choose differently for (d96: the plugin's VIT_AUTO
+    # runs cuDNN on image-size calls): 24 layers, 1536 wide, 16 heads.
+    "d96": ("qwen2_vl", {"depth": 24, "embed_dim": 1536, "num_heads": 16,
+                         "mlp_ratio": 4, "hidden_act": "quick_gelu"}),
     # Qwen2.5-VL-7B's windowed ViT: 32 layers, 1280 wide, 16 heads, window attention except
     # blocks 7, 15, 23, 31.
     "qwen2.5-vl-7b": ("qwen2_5_vl", {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
