@@ -404,3 +404,12 @@ def test_a_benchmark_capture_of_exact_inputs_runs_the_op_as_in_eager(capturing, 
         assert mm._vit_plugin_attention(q, k, v, *args).isnan().all()  # no fill: as in eager
     assert capture.stream_capturing()
     assert (mm._vit_plugin_attention(q, k, v, *args)[:, 12:] == 0).all()  # vLLM's capture again
+
+
+def test_vit_auto_drops_the_host_cost_only_in_a_benchmarks_exact_capture(capturing):
+    """A graph replay costs the host nothing per call, so VIT_AUTO weighs GPU time alone there;
+    vLLM's own captures come with ``capturing=True``, so outside exact_inputs() it asks nothing."""
+    q = torch.empty(64 * 197, 12, 64)
+    assert auto.eager_call_flops(q, 197) == 4.0 * 64 * 197 * 197 * 64 * 12
+    with capture.exact_inputs():
+        assert auto.eager_call_flops(q, 197) is None

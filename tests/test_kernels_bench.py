@@ -234,3 +234,16 @@ def test_host_times_go_into_the_table_rows_and_merge_to_the_least():
     assert SpeedEntry.model_validate(merged).host_us["VIT_TRITON"] == 95.0  # the schema takes it
     rows[0]["results"][0]["extra"].pop("host_us")
     assert "FLASH_ATTN" not in bench.speed_table_entries(rows, "GPU", (9, 0), "bfloat16")[0]["host_us"]
+
+
+def test_turns_rotate_and_a_failed_timing_ends_what_it_should():
+    assert [bench._rotated([0, 1, 2], j) for j in range(4)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
+    assert bench._rotated([], 3) == []
+    a, b = bench.Result("A"), bench.Result("B")
+    samples = {"A": {}, "B": {}}
+    timed = [(a, None), (b, None)]
+    bench._keep(samples, timed, [1.5, RuntimeError("no capture")], "graph_ms", fatal=False)
+    assert samples == {"A": {"graph_ms": [1.5]}, "B": {}}
+    assert b.error is None and b.extra["graph_error"].startswith("RuntimeError")  # only that timing
+    bench._keep(samples, timed, [ValueError("boom"), 2.0], "stream_ms", fatal=True)
+    assert a.error.startswith("ValueError") and samples["B"]["stream_ms"] == [2.0]  # the candidate

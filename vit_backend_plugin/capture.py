@@ -41,6 +41,13 @@ def exact_inputs():
         _EXACT[0] -= 1
 
 
+def exact_capturing() -> bool:
+    """True inside :func:`exact_inputs` while the stream is being captured (a benchmark's graph,
+    replayed on the very inputs). Outside that block it asks nothing of CUDA: vLLM's own captures
+    are told to the op's callees with ``capturing=True``."""
+    return bool(_EXACT[0]) and torch.cuda.is_current_stream_capturing()
+
+
 def capturing_now(capturing: bool | None) -> bool:
     """A caller's answer, or (``None``) the stream's."""
     return stream_capturing() if capturing is None else capturing

@@ -337,23 +337,20 @@ def child_decode_paired(model_dir: Path, backends: list[str], sizes: list[int], 
     in_engine = {r: _engine_backend_name(llm) for r, llm in llms.items()}
     rng = np.random.default_rng(11)
 
-    def prompts(bs):
-        return _decode_prompts(rng, bs)
-
     def timed(role, batch, max_tokens):
         return _timed_generation(llms[role], batch, max_tokens)
 
-    warm = prompts(max(sizes))
+    warm = _decode_prompts(rng, max(sizes))
     for role in ROLES:
         timed(role, warm, 8)  # warm-up at the largest batch
     rows = []
     for bs in sizes:
-        warm = prompts(bs)
+        warm = _decode_prompts(rng, bs)
         for role in ROLES:
             timed(role, warm, 4)
         pairs = []
         for i in range(repeats):
-            batch = prompts(bs)  # the same prompts for both engines of the pair
+            batch = _decode_prompts(rng, bs)  # the same prompts for both engines of the pair
             first = pair_order(i)
             t128, t1 = {}, {}
             for role in first:

@@ -161,17 +161,14 @@ def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_length
 
 def eager_call_flops(q, max_seqlen: int) -> float | None:
     """The call's FLOPs as the host knows them (4 * tokens * max_seqlen * head size * heads:
-    exact for equal lengths, an upper bound for mixed ones), or None while a CUDA graph is being
-    captured (a replay costs the host nothing per call: GPU time alone decides there)."""
-    if q.is_cuda and _graph_capturing():
+    exact for equal lengths, an upper bound for mixed ones), or None while a benchmark captures
+    the call in a CUDA graph (a replay costs the host nothing per call: GPU time alone decides
+    there; vLLM's own captures arrive with ``capturing=True`` and never ask)."""
+    from vit_backend_plugin.capture import exact_capturing  # torch-free import of this module
+
+    if exact_capturing():
         return None
     return 4.0 * q.shape[0] * max_seqlen * q.shape[-1] * q.shape[-2]
-
-
-def _graph_capturing() -> bool:
-    import torch
-
-    return torch.cuda.is_current_stream_capturing()
 
 
 def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,

@@ -271,22 +271,35 @@ def _brief(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
 
 
+def _calls_off_stream(torch, fn, sets: list[dict], sync_debug: str | None = None) -> None:
+    """The calls over every input set on a side stream, as torch wants a capture's warm-up run;
+    ``sync_debug``: torch's sync debug mode meanwhile ("error": a host sync raises)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        old = torch.cuda.get_sync_debug_mode()
+        if sync_debug is not None:
+            torch.cuda.set_sync_debug_mode(sync_debug)
+        try:
+            for x in sets:
+                fn(x)
+        finally:
+            torch.cuda.set_sync_debug_mode(old)
+    torch.cuda.current_stream().wait_stream(side)
+
+
+def _rotated(items: list, turn: int) -> list:
+    """``items`` starting at place ``turn`` (mod its length): the order of one turn."""
+    k = turn % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
 def graph_precheck(torch, fn, sets: list[dict]) -> str | None:
     """None if the calls can be captured in a CUDA graph, else why not. A call that syncs with
     the host (vLLM's TORCH_SDPA reads the lengths with ``.tolist()``) cannot be: it is found here,
     under ``torch.cuda.set_sync_debug_mode("error")``, so no capture is ever left half done."""
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # off the default stream, as a capture's warm-up runs
-            old = torch.cuda.get_sync_debug_mode()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                for x in sets:
-                    fn(x)
-            finally:
-                torch.cuda.set_sync_debug_mode(old)
-        torch.cuda.current_stream().wait_stream(side)
+        _calls_off_stream(torch, fn, sets, sync_debug="error")
         torch.cuda.synchronize()
     except Exception as e:  # noqa: BLE001
         return f"not capturable: {_brief(e)}"
@@ -307,12 +320,7 @@ def graph_ms(torch, fns: list, sets: list[dict], rep_ms: float) -> list[float | 
     with exact_inputs():
         for fn in fns:
             try:
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):  # warm-up off the default stream, as torch asks
-                    for x in sets:
-                        fn(x)
-                torch.cuda.current_stream().wait_stream(side)
+                _calls_off_stream(torch, fn, sets)
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
                     for x in sets:
@@ -332,7 +340,7 @@ def graph_ms(torch, fns: list, sets: list[dict], rep_ms: float) -> list[float | 
     turns = max(5, min(1000, math.ceil(rep_ms / turn_ms)))
     events = {i: [] for i in live}
     for j in range(turns):
-        for i in live[j % len(live):] + live[:j % len(live)]:
+        for i in _rotated(live, j):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             graphs[i].replay()
@@ -377,7 +385,7 @@ def back_to_back_ms(torch, fns: list, sets: list[dict], rep_ms: float,
     samples: dict[int, list[float]] = {i: [] for i in range(len(fns))}
     turns = max(5, math.ceil(rep_ms / (BURST_MS * max(len(fns), 1))))
     for j in range(turns):
-        for i in [(k + j) % len(fns) for k in range(len(fns))]:
+        for i in _rotated(list(range(len(fns))), j):
             if isinstance(out[i], Exception):
                 continue
             try:
@@ -420,6 +428,22 @@ def round_orders(n: int, rounds: int) -> list[list[int]]:
     candidate whole, then the next, put up to 10% between equals on the H100)."""
     step = max(1, math.ceil(n / max(rounds, 1)))
     return [[(i + k * step) % n for i in range(n)] for k in range(rounds)] if n else [[] for _ in range(rounds)]
+
+
+def _keep(samples: dict, timed: list, got: list, key: str, fatal: bool) -> None:
+    """Each candidate's time of one round under ``key``; a failure there ends the candidate
+    (``fatal``) or only that timing (``<timing>_error``, e.g. a graph that did not capture)."""
+    for (r, _), ms in zip(timed, got, strict=True):
+        if not isinstance(ms, Exception):
+            samples[r.candidate].setdefault(key, []).append(ms)
+        elif fatal:
+            r.error = _brief(ms)
+        else:
+            r.extra[key.replace("_ms", "_error")] = _brief(ms)
+
+
+def _tflops(flops: float, ms: float) -> float:
+    return flops / (ms * 1e-3) / 1e12
 
 
 def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200,
@@ -484,37 +508,29 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
                 got.setdefault("ms", []).append(eager_ms(torch, fn, sets, per, 25 if k == 0 else 5))
             except Exception as e:  # noqa: BLE001
                 r.error = _brief(e)
-        if timing_stream:  # every candidate at once, bursts taking turns (back_to_back_ms)
+        # The next two time every candidate at once, taking turns (back_to_back_ms, graph_ms).
+        if timing_stream:
             streamed = [timed[i] for i in order if timed[i][0].error is None]
             est = [samples[r.candidate]["ms"][-1] for r, _ in streamed]
-            for (r, _), ms in zip(streamed, back_to_back_ms(torch, [fn for _, fn in streamed], sets,
-                                                              per * len(streamed), est), strict=True):
-                if isinstance(ms, Exception):
-                    r.error = _brief(ms)
-                else:
-                    samples[r.candidate].setdefault("stream_ms", []).append(ms)
-        if timing_graph:  # every capturable candidate at once, replays interleaved (graph_ms)
+            got = back_to_back_ms(torch, [fn for _, fn in streamed], sets, per * len(streamed), est)
+            _keep(samples, streamed, got, "stream_ms", fatal=True)
+        if timing_graph:
             graphed = [timed[i] for i in order
                        if timed[i][0].error is None and "graph_error" not in timed[i][0].extra]
-            per_graph = per * len(graphed)
-            for (r, _), ms in zip(graphed, graph_ms(torch, [fn for _, fn in graphed], sets, per_graph),
-                                  strict=True):
-                if isinstance(ms, Exception):
-                    r.extra["graph_error"] = _brief(ms)
-                else:
-                    samples[r.candidate].setdefault("graph_ms", []).append(ms)
+            got = graph_ms(torch, [fn for _, fn in graphed], sets, per * len(graphed))
+            _keep(samples, graphed, got, "graph_ms", fatal=False)
     for r, fn in timed:
         got = samples[r.candidate]
         if r.error is not None or not got.get("ms"):
             continue
         r.ms = statistics.median(got["ms"])
-        r.tflops = shape.flops / (r.ms * 1e-3) / 1e12
+        r.tflops = _tflops(shape.flops, r.ms)
         r.extra["rounds_ms"] = [round(v, 5) for v in got["ms"]]
         for key in ("stream_ms", "graph_ms"):
             if got.get(key) and not (key == "graph_ms" and "graph_error" in r.extra):
                 ms = statistics.median(got[key])
                 r.extra[key] = ms
-                r.extra[key.replace("_ms", "_tflops")] = shape.flops / (ms * 1e-3) / 1e12
+                r.extra[key.replace("_ms", "_tflops")] = _tflops(shape.flops, ms)
                 r.extra["rounds_" + key] = [round(v, 5) for v in got[key]]
         if timing_host and not r.extra.get("graph_error", "").startswith("not capturable"):
             r.extra["host_us"] = host_us_per_call(torch, fn, sets)
@@ -528,7 +544,7 @@ def run_shape(torch, shape: Shape, dtype, names: list[str], *, rep_ms: int = 200
         if r.error is None:  # configs of one kernel: eager timing, one at a time, compares them
             try:
                 r.ms = eager_ms(torch, fn, sets, rep_ms, 25)
-                r.tflops = shape.flops / (r.ms * 1e-3) / 1e12
+                r.tflops = _tflops(shape.flops, r.ms)
             except Exception as e:  # noqa: BLE001
                 r.error = _brief(e)
         sweep.append({"config": cfg, "ms": r.ms, "tflops": r.tflops, "rel_err": r.rel_err,
