@@ -52,7 +52,7 @@ def check(torch, bench_vllm, label, backend, head, lens, budget, expect_error=""
     if expect_error:
         res.update(captured=True, ok=False, error=f"expected {expect_error}, got none")
         return res
-    from vit_backend_plugin.kernels.bench import _reference  # fp32, per sequence
+    from vit_backend_plugin.tools.bench_kernels import _reference  # fp32, per sequence
 
     ref = _reference(torch, {"q": q[0], "k": k[0], "v": v[0], "lens": lens})[:valid]
     got = out[0, :valid].float()
@@ -69,7 +69,7 @@ def main() -> int:
     import torch
     import vllm.platforms  # noqa: F401 -- the CUDA platform's import-time settings, as in an engine
 
-    from vit_backend_plugin.kernels import bench_vllm
+    from vit_backend_plugin.tools import bench_vllm_layers as bench_vllm
     bench_vllm.load_plugin()
     lens = [729, 256, 64, 1024]  # 2073 tokens of images in a 4096-token budget
     # (label, backend named or None = the resolver's choice, head size, error expected)

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from vit_backend_plugin.kernels import bench
 from vit_backend_plugin.kernels.triton_vit import vit_attention
+from vit_backend_plugin.tools import bench_kernels as bench
 
 for arg in sys.argv[1:]:
     spec, _, cfg = arg.partition(";")

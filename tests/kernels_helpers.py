@@ -10,8 +10,7 @@ import torch  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from vit_backend_plugin.kernels import vit_attention  # noqa: E402
-from vit_backend_plugin.kernels.triton_vit import split_head_dim  # noqa: E402
+from vit_backend_plugin.kernels.triton_vit import split_head_dim, vit_attention  # noqa: E402
 
 TOL = {torch.bfloat16: 1e-2, torch.float16: 1e-2, torch.float32: 1e-3}
 

@@ -11,7 +11,8 @@ from _subproc import run_snippet  # noqa: E402
 def test_layers_are_built_and_called_as_vllm_does():
     proc, res = run_snippet("""
 import json, torch
-from vit_backend_plugin.kernels import bench, bench_vllm
+from vit_backend_plugin.tools import bench_kernels as bench
+from vit_backend_plugin.tools import bench_vllm_layers as bench_vllm
 stock = bench_vllm.stock_choices(torch, {(80, "float32")})
 status = bench_vllm.load_plugin()
 shape = bench.Shape("t", 80, [5, 9, 2], heads=2, kv_heads=2)
@@ -45,7 +46,7 @@ print("RESULT " + json.dumps({
 def test_stock_choices_refuse_to_run_after_the_plugin_loaded():
     proc, res = run_snippet("""
 import json, torch
-from vit_backend_plugin.kernels import bench_vllm
+from vit_backend_plugin.tools import bench_vllm_layers as bench_vllm
 bench_vllm.load_plugin()
 try:
     bench_vllm.stock_choices(torch, {(80, "float32")})

@@ -24,9 +24,13 @@ pytest.importorskip("vllm")
 
 from _subproc import CAPTURE_PLUGIN_LOG, run_snippet  # noqa: E402
 
-from vit_backend_plugin import capture, plugin_kernels  # noqa: E402
-from vit_backend_plugin.capture import CaptureSyncError  # noqa: E402
-from vit_backend_plugin.kernels import _validate, auto  # noqa: E402
+from vit_backend_plugin.kernels import (  # noqa: E402
+    _validate,
+    auto,
+    capture,  # noqa: E402
+    third_party,  # noqa: E402
+)
+from vit_backend_plugin.kernels.capture import CaptureSyncError  # noqa: E402
 from vit_backend_plugin.kernels.sdpa_cudnn import sdpa_cudnn_attention, sdpa_varlen  # noqa: E402
 
 # ------------------------------------------------------------------ through the real vLLM layer
@@ -293,7 +297,7 @@ def test_sdpa_cudnn_refuses_vllm_capture_even_for_equal_lengths(host_reads):
 def test_xformers_raises_before_it_reads_lengths(capturing, host_reads):
     q, k, v = torch.randn(3, 12, 2, 64).unbind(0)
     with pytest.raises(CaptureSyncError, match="XFORMERS cannot run"):
-        plugin_kernels._xformers(q, k, v, torch.tensor([0, 5, 12], dtype=torch.int32), 7, None)
+        third_party.xformers_attention(q, k, v, torch.tensor([0, 5, 12], dtype=torch.int32), 7, None)
     assert host_reads == []
 
 

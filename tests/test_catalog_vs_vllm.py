@@ -8,8 +8,8 @@ import torch  # noqa: E402
 from vllm.platforms.interface import DeviceCapability  # noqa: E402
 from vllm.v1.attention.backends.registry import AttentionBackendEnum  # noqa: E402
 
-from vit_backend_plugin.backends import load_catalog  # noqa: E402
-from vit_backend_plugin.resolver import ResolveRequest, why_unusable  # noqa: E402
+from vit_backend_plugin.selection.catalog import load_catalog  # noqa: E402
+from vit_backend_plugin.selection.resolver import ResolveRequest, why_unusable  # noqa: E402
 
 CAT = load_catalog()
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

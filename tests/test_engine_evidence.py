@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from vit_backend_plugin import engine_evidence, speed_table
-from vit_backend_plugin.resolver import Measurement, ResolveRequest, resolve
-from vit_backend_plugin.rundir import RunInfo
+from vit_backend_plugin.rundir.layout import RunInfo
+from vit_backend_plugin.selection import speed_table
+from vit_backend_plugin.selection.resolver import Measurement, ResolveRequest, resolve
+from vit_backend_plugin.tools import record_engine as engine_evidence
 
 
 def write_run(root, backends, encoder, log_names, head=72, dtype="bfloat16", engine="vllm", arch=None):

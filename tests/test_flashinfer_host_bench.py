@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from vit_backend_plugin.cli import main as cli_main
-from vit_backend_plugin.flashinfer_host import bench, planning
+from vit_backend_plugin.flashinfer_host import planning
+from vit_backend_plugin.tools import bench_builder as bench
 
 
 def test_no_gpu_is_a_clear_error(capsys):
@@ -48,7 +49,7 @@ def test_torch_page_index_gather_equals_host_reference_without_syncs(mode):
     """The planner-only fallback gather (no vLLM kernel) on CPU tensors: same page indices as
     planning.paged_kv_indices, only ``total`` taken from the host, nothing read back."""
     torch = pytest.importorskip("torch")
-    from vit_backend_plugin.flashinfer_host.sync_count import count_syncs
+    from vit_backend_plugin.tools.sync_count import count_syncs
 
     rng = np.random.default_rng(3)
     for bs in (1, 5, 64):

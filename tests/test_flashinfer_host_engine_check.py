@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from vit_backend_plugin.flashinfer_host import engine_check  # noqa: E402
+from vit_backend_plugin.tools import flashinfer_check as engine_check  # noqa: E402
 
 
 def test_model_dir_is_a_qwen2_decoder_vllm_accepts(tmp_path):
@@ -86,8 +86,8 @@ def test_timing_only_counter_times_builds_without_the_sync_detector(tmp_path, mo
     from test_flashinfer_host_vllm import batch, make_env
     from vllm.v1.attention.backends.flashinfer import FlashInferMetadataBuilder
 
-    from vit_backend_plugin.flashinfer_host import sync_count
     from vit_backend_plugin.flashinfer_host.builder import FlashInferHostMetadataBuilder
+    from vit_backend_plugin.tools import sync_count
 
     for cls in (FlashInferMetadataBuilder, FlashInferHostMetadataBuilder):
         monkeypatch.setattr(cls, "build", cls.build)
@@ -195,7 +195,7 @@ def test_paired_stats_with_one_pair_or_no_difference_say_so():
 def test_pooled_pairs_resolve_what_each_batch_size_alone_cannot():
     """Three batch sizes whose pairs swing +-12% around ours 4% slower: no batch size alone
     reaches p < 0.05, all 24 pairs together do, and the geometric mean sits at 0.96."""
-    from vit_backend_plugin.flashinfer_host.decode_stats import pooled_pair_stats
+    from vit_backend_plugin.tools.decode_stats import pooled_pair_stats
 
     swing = [1.12, 0.88, 1.1, 0.9, 1.06, 0.94, 1.02, 0.98]
     rows = [engine_check.paired_decode_stats(bs, _pairs([1.0] * 8, [1.0 / (0.96 * w) for w in swing]))

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vit_backend_plugin.flashinfer_host.sync_count import SYNC_MESSAGE, count_syncs  # noqa: E402
+from vit_backend_plugin.tools.sync_count import SYNC_MESSAGE, count_syncs  # noqa: E402
 
 
 def test_cpu_work_has_no_syncs_and_returns_the_result():

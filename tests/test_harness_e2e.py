@@ -111,7 +111,7 @@ def test_demo_end_to_end(demo_run):
     assert info["config"]["parity"] == {"max_abs_delta_points": 5.0}
 
     # the generated model really is a Qwen2-VL with a vision head_dim that is not a multiple of 32
-    from vit_backend_plugin.model_config import load_config, vision_head_size
+    from vit_backend_plugin.selection.model_config import load_config, vision_head_size
 
     model_dir = Path(info["config"]["_resolved"]["model"])
     mcfg = load_config(model_dir)

@@ -18,7 +18,7 @@ import pytest
 from vit_backend_plugin.harness import runner
 from vit_backend_plugin.harness.commands import PhaseCommand
 from vit_backend_plugin.harness.config import parse_config
-from vit_backend_plugin.rundir import LM_EVAL_DIR, THROUGHPUT, BackendStatus
+from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT, BackendStatus
 
 SLEEP = 600  # a hung child would sleep this long: the test finishing in seconds proves it was ended
 

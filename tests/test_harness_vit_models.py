@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vit_backend_plugin.harness import vit_models
-from vit_backend_plugin.model_config import vision_head_size
+from vit_backend_plugin.selection.model_config import vision_head_size
 
 EXPECTED = {  # name -> (architecture, vision head size, depth, width)
     "qwen2-vl-7b": ("Qwen2VLForConditionalGeneration", 80, 32, 1280),

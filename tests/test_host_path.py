@@ -13,7 +13,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 import vit_backend_plugin.kernels.triton_vit as tv  # noqa: E402
-from vit_backend_plugin.kernels import _validate, vit_attention, vit_auto_attention  # noqa: E402
+from vit_backend_plugin.kernels import _validate  # noqa: E402
+from vit_backend_plugin.kernels.auto import vit_auto_attention  # noqa: E402
+from vit_backend_plugin.kernels.triton_vit import vit_attention  # noqa: E402
 
 META = "meta"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vit_backend_plugin.kernels import bench
+from vit_backend_plugin.tools import bench_kernels as bench
 
 
 def test_parse_shape():
@@ -52,7 +52,7 @@ def test_summary_and_speed_table(tmp_path):
     assert entries[0]["num_seqs"] == 32 and entries[0]["how"] == "vllm layer"
     path = tmp_path / "t.json"
     bench.write_speed_table(str(path), entries)
-    from vit_backend_plugin import speed_table
+    from vit_backend_plugin.selection import speed_table
 
     table = speed_table.SpeedTable.model_validate_json(path.read_text())
     assert len(table.entries) == len(bench.DEFAULT_SHAPES) and table.engine == []
@@ -68,7 +68,7 @@ def test_summary_and_speed_table(tmp_path):
 def test_shipped_speed_table_is_valid_and_from_h100():
     from importlib import resources
 
-    from vit_backend_plugin import speed_table
+    from vit_backend_plugin.selection import speed_table
 
     raw = json.loads(resources.files("vit_backend_plugin").joinpath("data/speed_table.json").read_text())
     table = speed_table.SpeedTable.model_validate(raw)
@@ -229,7 +229,7 @@ def test_host_times_go_into_the_table_rows_and_merge_to_the_least():
     later = dict(entry, host_us={"FLASH_ATTN": 130.0, "VIT_TRITON": 95.0})
     (merged,) = bench.merge_entries([[later], [entry]])
     assert merged["host_us"] == {"FLASH_ATTN": 120.0, "VIT_TRITON": 95.0, "TORCH_SDPA_CUDNN": 200.0}
-    from vit_backend_plugin.speed_table import SpeedEntry
+    from vit_backend_plugin.selection.speed_table import SpeedEntry
 
     assert SpeedEntry.model_validate(merged).host_us["VIT_TRITON"] == 95.0  # the schema takes it
     rows[0]["results"][0]["extra"].pop("host_us")

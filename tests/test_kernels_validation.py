@@ -6,7 +6,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from vit_backend_plugin.kernels import KERNELS, sdpa_cudnn_attention, vit_attention  # noqa: E402
+from vit_backend_plugin.kernels.registry import PLUGIN_BACKENDS, load_kernel  # noqa: E402
+from vit_backend_plugin.kernels.sdpa_cudnn import sdpa_cudnn_attention  # noqa: E402
+from vit_backend_plugin.kernels.triton_vit import vit_attention  # noqa: E402
 
 
 def make(t=10, h=2, hkv=2, d=64, dtype=torch.bfloat16):
@@ -106,16 +108,22 @@ def test_cudnn_rejects_fp32_and_odd_head_dim():
         sdpa_cudnn_attention(q, k, v, cu, 6)
 
 
-def test_kernels_registry_names():
-    assert set(KERNELS) == {"VIT_TRITON", "TORCH_SDPA_CUDNN", "VIT_AUTO"}
-    assert KERNELS["VIT_TRITON"] is vit_attention
+def test_the_catalog_is_the_one_registry_of_plugin_backends():
+    # Every plugin backend the catalog lists loads from its impl; our kernels are what they say.
+    assert PLUGIN_BACKENDS == ("FLASH_ATTN_UPSTREAM", "VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN", "XFORMERS")
+    assert load_kernel("VIT_TRITON") is vit_attention
+    assert load_kernel("TORCH_SDPA_CUDNN") is sdpa_cudnn_attention
+    for name in PLUGIN_BACKENDS:  # third-party ones import their package only when called
+        assert callable(load_kernel(name))
+    with pytest.raises(KeyError, match="not a plugin ViT attention backend"):
+        load_kernel("FLASH_ATTN")
 
 
 def test_import_does_not_init_cuda():
     import subprocess
     import sys
 
-    code = ("import torch, vit_backend_plugin.kernels as k, vit_backend_plugin.kernels.bench as b; "
+    code = ("import torch, vit_backend_plugin.kernels as k, vit_backend_plugin.tools.bench_kernels as b; "
             "print(torch.cuda.is_initialized())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().endswith("False"), out.stderr[-2000:]

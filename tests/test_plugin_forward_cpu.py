@@ -8,8 +8,8 @@ pytest.importorskip("vllm")
 
 from _subproc import run_snippet  # noqa: E402
 
-from vit_backend_plugin.backends import FEATURES  # noqa: E402
-from vit_backend_plugin.resolver import BackendSelectionError, ResolveRequest, resolve  # noqa: E402
+from vit_backend_plugin.selection.catalog import FEATURES  # noqa: E402
+from vit_backend_plugin.selection.resolver import BackendSelectionError, ResolveRequest, resolve  # noqa: E402
 
 SNIPPET = """
 import json, torch

@@ -153,7 +153,7 @@ print("RESULT " + json.dumps({"status": status(), "oot": "MMEncoderAttention" in
 
 def test_resolution_fault_falls_back_to_stock_with_one_warning():
     proc, res = run_snippet(PRE + LOAD + BUILD + """
-import vit_backend_plugin.resolver as r
+import vit_backend_plugin.selection.resolver as r
 def boom(*a, **k): raise KeyError("injected")
 r.resolve = boom
 import vit_backend_plugin.vllm_glue.selector as s

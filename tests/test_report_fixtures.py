@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vit_backend_plugin.rundir import BackendStatus, RunInfo, atomic_write_json
+from vit_backend_plugin.common.files import atomic_write_json
+from vit_backend_plugin.rundir.layout import BackendStatus, RunInfo
 
 lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.metrics import (  # noqa: E402

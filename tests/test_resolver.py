@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vit_backend_plugin.backends import FEATURES, PLATFORMS, load_catalog
-from vit_backend_plugin.resolver import (
+from vit_backend_plugin.selection.catalog import FEATURES, PLATFORMS, load_catalog
+from vit_backend_plugin.selection.resolver import (
     BackendSelectionError,
     Measurement,
     ResolveRequest,

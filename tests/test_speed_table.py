@@ -2,8 +2,8 @@
 
 import pytest
 
-from vit_backend_plugin import speed_table as st
-from vit_backend_plugin.resolver import ResolveRequest, resolve
+from vit_backend_plugin.selection import speed_table as st
+from vit_backend_plugin.selection.resolver import ResolveRequest, resolve
 
 
 def entry(shape, lo, hi, tflops, ok=None, head=80, cap=(9, 0)):
@@ -95,7 +95,7 @@ def test_shipped_engine_runs_keep_stock_where_the_engine_showed_a_loss():
     ran slower than stock FLASH_ATTN in vLLM, and so did d64's (VIT_TRITON 0.95x FLASH_ATTN when
     the engine core ran in its process, 1.01x in the multi-process run), so on that GPU the
     resolver keeps FLASH_ATTN for all three."""
-    from vit_backend_plugin.resolver import ResolveRequest, resolve
+    from vit_backend_plugin.selection.resolver import ResolveRequest, resolve
 
     feats = frozenset({"vllm_flash_attn", "triton", "vit_triton_kernel", "torch_cudnn_sdpa", "flashinfer"})
     chosen = {}
@@ -112,7 +112,7 @@ def test_shipped_engine_runs_of_the_models_architecture_outrank_other_runs():
     """d80 on the H100: VIT_AUTO ran at 1.08x FLASH_ATTN on Qwen2.5-VL's windowed tower (1.01x
     with the engine core in-process) and at 0.98x on Qwen2-VL's: a Qwen2.5-VL model gets VIT_AUTO, Qwen2-VL and an architecture with no
     run of its own (every d80 run counts, the loss included) keep FLASH_ATTN."""
-    from vit_backend_plugin.resolver import ResolveRequest, resolve
+    from vit_backend_plugin.selection.resolver import ResolveRequest, resolve
 
     feats = frozenset({"vllm_flash_attn", "triton", "vit_triton_kernel", "torch_cudnn_sdpa", "flashinfer"})
     measured, _ = st.lookup((9, 0), "bfloat16", 80)

@@ -57,7 +57,7 @@ def test_installed_copy_runs_kernel_explain_and_report(installed, tmp_path):
         from pathlib import Path
         import torch
         import vit_backend_plugin
-        from vit_backend_plugin.kernels import vit_attention
+        from vit_backend_plugin.kernels.triton_vit import vit_attention
         from vit_backend_plugin.kernels.triton_vit import load_configs
         out = {{"file": vit_backend_plugin.__file__, "rules": len(load_configs()["rules"])}}
 

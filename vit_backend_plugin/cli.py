@@ -13,16 +13,16 @@ import sys
 
 # name -> (module, one-line help). Data, not code: adding a subcommand is one line.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "explain": ("vit_backend_plugin.explain", "which ViT attention backend a model gets, and why"),
-    "bench-kernels": ("vit_backend_plugin.kernels.bench", "time every ViT attention kernel side by side (GPU)"),
-    "tune": ("vit_backend_plugin.kernels.tune", "re-measure the speed table on this GPU (user-local)"),
+    "explain": ("vit_backend_plugin.selection.explain", "which ViT attention backend a model gets, and why"),
+    "bench-kernels": ("vit_backend_plugin.tools.bench_kernels", "time every ViT attention kernel side by side (GPU)"),
+    "tune": ("vit_backend_plugin.tools.tune", "re-measure the speed table on this GPU (user-local)"),
     "run": ("vit_backend_plugin.harness.run", "MMMU via lm-eval + throughput, once per backend"),
     "demo": ("vit_backend_plugin.harness.demo", "the embedded offline default: tiny VLM, tiny MMMU, CPU"),
     "report": ("vit_backend_plugin.report.cli", "parity verdict + report (md, html, json) for a run dir"),
-    "bench-builder": ("vit_backend_plugin.flashinfer_host.bench", "time FlashInfer metadata build(), stock vs host-buffer"),
-    "record-engine": ("vit_backend_plugin.engine_evidence",
+    "bench-builder": ("vit_backend_plugin.tools.bench_builder", "time FlashInfer metadata build(), stock vs host-buffer"),
+    "record-engine": ("vit_backend_plugin.tools.record_engine",
                       "record a vLLM-engine run's encoder images/s as engine evidence in the user speed table"),
-    "check-flashinfer-host": ("vit_backend_plugin.flashinfer_host.engine_check",
+    "check-flashinfer-host": ("vit_backend_plugin.tools.flashinfer_check",
                               "FLASHINFER vs FLASHINFER_HOST in a vLLM engine: greedy parity, syncs per build(), decode speed"),
 }
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vit_backend_plugin.harness.config import Config, backend_route
-from vit_backend_plugin.rundir import LM_EVAL_DIR, THROUGHPUT
+from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT
 
 LM_EVAL_MODEL = {"vllm": "vllm-vlm", "hf": "hf-multimodal"}
 FAULT_ENV = "VIT_PARITY_FAULT"  # "backend:phase[,backend:phase...]": that child raises (tests)

@@ -7,7 +7,7 @@ lm-eval task, a local model path that does not exist, an inconsistent setting.
 Backend names come from data, not from lists here:
 
 * engine ``vllm``: the backend catalog (``vit_backend_plugin/data/vit_backends.yaml`` via
-  :mod:`vit_backend_plugin.backends`). ``provider: vllm`` backends are passed to vLLM as the
+  :mod:`vit_backend_plugin.selection.catalog`). ``provider: vllm`` backends are passed to vLLM as the
   engine argument ``mm_encoder_attn_backend``; ``provider: plugin`` backends through the
   environment variable ``VIT_ATTN_BACKEND`` (the plugin's own dispatch).
 * engine ``hf``: ``eager`` plus every attention implementation registered with transformers'
@@ -42,7 +42,7 @@ AUTO_BACKEND = "AUTO"  # engine vllm: the automatic choice (no mm_encoder_attn_b
 def vllm_backends() -> dict[str, str]:
     """name -> 'engine_arg' (vLLM's mm_encoder_attn_backend), 'env' (VIT_ATTN_BACKEND) or
     'auto' (nothing set: whatever vLLM, with the plugin's resolver, picks)."""
-    from vit_backend_plugin.backends import load_catalog
+    from vit_backend_plugin.selection.catalog import load_catalog
 
     routes = {
         name: ("engine_arg" if spec.provider == "vllm" else "env")
@@ -316,9 +316,9 @@ def _task_cache_file(include_path: str | None) -> Path:
         ) if inc.is_dir() else [(str(inc), 0)]
         key.append(json.dumps(stamps))
     digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
-    base = os.environ.get("VIT_PARITY_CACHE")
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "vit_backend_plugin"
-    return root / "lm_eval_tasks" / f"{digest}.json"
+    from vit_backend_plugin.common.paths import harness_cache_root
+
+    return harness_cache_root() / "lm_eval_tasks" / f"{digest}.json"
 
 
 def known_tasks(include_path: str | None = None) -> set[str]:
@@ -340,7 +340,7 @@ def known_tasks(include_path: str | None = None) -> set[str]:
     finally:
         log.setLevel(level)
     try:
-        from vit_backend_plugin.rundir import atomic_write_json
+        from vit_backend_plugin.common.files import atomic_write_json
 
         atomic_write_json(cache, names)
     except OSError:

@@ -1,7 +1,7 @@
 """The embedded offline default: a tiny random Qwen2-VL and a tiny MMMU-format data set, built locally.
 
 Nothing here touches the network. Everything is generated once and cached under
-``$VIT_PARITY_CACHE`` (default ``~/.cache/vit_backend_plugin/demo``), keyed by a hash of the
+``$VIT_PARITY_CACHE/demo`` (default ``$XDG_CACHE_HOME/vit_backend_plugin/demo``), keyed by a hash of the
 generator settings, and built into a temporary directory that is renamed into place only when
 complete (an interrupted build is never picked up).
 
@@ -33,7 +33,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vit_backend_plugin.rundir import atomic_write_text
+from vit_backend_plugin.common.files import atomic_write_text
 
 DEMO_GENERATOR_VERSION = 3  # 3: text head_dim 32 (vLLM's CPU attention needs >= 32)
 
@@ -125,9 +125,9 @@ class DemoAssets:
 
 
 def cache_root() -> Path:
-    env = os.environ.get("VIT_PARITY_CACHE")
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "vit_backend_plugin"
-    return base / "demo"
+    from vit_backend_plugin.common.paths import harness_cache_root
+
+    return harness_cache_root() / "demo"
 
 
 # --------------------------------------------------------------------------- lm-eval MMMU tasks

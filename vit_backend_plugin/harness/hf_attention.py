@@ -3,7 +3,7 @@
 ``register(name)`` adds ``name`` (e.g. ``vit_triton``) to transformers' ``AttentionInterface``,
 so ``from_pretrained(..., attn_implementation="vit_triton")`` (lm-eval's ``hf-multimodal``
 passes ``attn_implementation`` from ``--model_args``) routes the *vision tower's* bidirectional,
-mask-free attention to the plugin's varlen kernel (:func:`vit_backend_plugin.plugin_kernels.get_kernel`).
+mask-free attention to the plugin's varlen kernel (:func:`vit_backend_plugin.kernels.registry.get_kernel`).
 Every other call (the causal language model, masked attention, non-CUDA tensors) goes to
 transformers' own SDPA implementation with SDPA's masks, so only the ViT attention changes
 between ``sdpa`` and a plugin backend.
@@ -22,7 +22,7 @@ def make_attention(kernel_name: str):
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from vit_backend_plugin.plugin_kernels import get_kernel
+    from vit_backend_plugin.kernels.registry import get_kernel
 
     def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                   is_causal=None, **kwargs):
@@ -52,7 +52,7 @@ def make_attention(kernel_name: str):
 
 def hf_plugin_backends() -> dict[str, str]:
     """lower-case transformers attn_implementation name -> plugin kernel name."""
-    from vit_backend_plugin.plugin_kernels import PLUGIN_BACKENDS
+    from vit_backend_plugin.kernels.registry import PLUGIN_BACKENDS
 
     return {name.lower(): name for name in PLUGIN_BACKENDS}
 

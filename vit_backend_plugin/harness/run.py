@@ -1,7 +1,7 @@
 """`vit-parity run CONFIG`: MMMU through lm-eval + a throughput benchmark, once per ViT backend.
 
 Each backend's phases run in fresh processes; results land in ``<output_dir>/<run-id>/<backend>/``
-(see :mod:`vit_backend_plugin.rundir`); a rerun skips what is complete and verified, redoes what
+(see :mod:`vit_backend_plugin.rundir.layout`); a rerun skips what is complete and verified, redoes what
 was interrupted or is corrupt; the report is built at the end.
 """
 

@@ -1,6 +1,6 @@
 """Runs a validated config: per backend, a fresh process per phase; resumable; crash-tolerant.
 
-Layout and states follow :mod:`vit_backend_plugin.rundir`. For each backend, in order
+Layout and states follow :mod:`vit_backend_plugin.rundir.layout`. For each backend, in order
 (baseline first):
 
 1. ``status.json`` is read; a phase marked ``complete`` whose files do not verify (missing,
@@ -49,7 +49,7 @@ from vit_backend_plugin.harness.commands import (
     throughput_command,
 )
 from vit_backend_plugin.harness.config import DEMO_SCHEME, Config, ConfigError, validate_environment
-from vit_backend_plugin.rundir import (
+from vit_backend_plugin.rundir.layout import (
     COMMAND,
     ENV,
     LM_EVAL_DIR,

@@ -1,6 +1,6 @@
 """Child process for the throughput phase: ``python -m vit_backend_plugin.harness.throughput --spec JSON``.
 
-One fresh process per backend. Writes ``throughput.json`` atomically (see :mod:`vit_backend_plugin.rundir`):
+One fresh process per backend. Writes ``throughput.json`` atomically (see :mod:`vit_backend_plugin.rundir.layout`):
 
 * engine ``vllm``: offline generation over random images exactly like
   ``vllm bench serve --dataset-name random-mm --backend openai-chat``: the prompts come from
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     spec = json.loads(args.spec)
 
+    from vit_backend_plugin.common.files import atomic_write_json
     from vit_backend_plugin.harness.lm_eval_child import check_fault
-    from vit_backend_plugin.rundir import atomic_write_json
 
     check_fault(spec["backend"], "throughput")
     result = run_vllm(spec) if spec["engine"] == "vllm" else run_hf(spec)

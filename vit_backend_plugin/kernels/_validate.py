@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from vit_backend_plugin.capture import capturing_now, refuse_host_read
+from vit_backend_plugin.kernels.capture import capturing_now, refuse_host_read
 
 MIN_HEAD_DIM, MAX_HEAD_DIM = 32, 256
 

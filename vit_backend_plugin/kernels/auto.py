@@ -26,6 +26,7 @@ import functools
 import math
 
 from vit_backend_plugin.kernels._validate import as_max_seqlen
+from vit_backend_plugin.kernels.registry import load_kernel
 
 DEFAULT = "VIT_TRITON"
 CHOICES = ("FLASH_ATTN", "TORCH_SDPA_CUDNN", "VIT_TRITON")
@@ -90,7 +91,7 @@ def _capability(index: int) -> tuple[int, int]:
 
 @functools.cache
 def _rows(capability: tuple[int, int], dtype: str, head_size: int) -> tuple[dict, ...]:
-    from vit_backend_plugin import speed_table
+    from vit_backend_plugin.selection import speed_table
 
     for table in (speed_table.load_user(), speed_table.load_shipped()):
         if table is None:
@@ -164,7 +165,9 @@ def eager_call_flops(q, max_seqlen: int) -> float | None:
     exact for equal lengths, an upper bound for mixed ones), or None while a benchmark captures
     the call in a CUDA graph (a replay costs the host nothing per call: GPU time alone decides
     there; vLLM's own captures arrive with ``capturing=True`` and never ask)."""
-    from vit_backend_plugin.capture import exact_capturing  # torch-free import of this module
+    from vit_backend_plugin.kernels.capture import (
+        exact_capturing,  # torch-free import of this module
+    )
 
     if exact_capturing():
         return None
@@ -189,21 +192,14 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
             softmax_scale = q.shape[-1] ** -0.5
         return vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale, out=out)
     if name == "VIT_TRITON":
-        return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale, out=out,
+        return load_kernel(name)(q, k, v, cu_seqlens, max_seqlen, softmax_scale, out=out,
                                 max_seqlen_exact=max_seqlen_exact, capturing=capturing or None)
     if out is not None:  # a callee with its own output; not reached while capturing
-        out.copy_(_kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale))
+        out.copy_(load_kernel(name)(q, k, v, cu_seqlens, max_seqlen, softmax_scale))
         return out
-    return _kernels()[name](q, k, v, cu_seqlens, max_seqlen, softmax_scale)
+    return load_kernel(name)(q, k, v, cu_seqlens, max_seqlen, softmax_scale)
 
 
 @functools.cache
 def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-@functools.cache
-def _kernels() -> dict:
-    from vit_backend_plugin.kernels import KERNELS
-
-    return KERNELS

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from vit_backend_plugin.capture import CaptureSyncError, refuse_host_read
 from vit_backend_plugin.kernels._validate import check_inputs
+from vit_backend_plugin.kernels.capture import CaptureSyncError, refuse_host_read
 
 NAME = "TORCH_SDPA_CUDNN"
 

@@ -32,8 +32,8 @@ import torch
 import triton
 import triton.language as tl
 
+from vit_backend_plugin.common.paths import user_configs_path
 from vit_backend_plugin.kernels._validate import check_inputs
-from vit_backend_plugin.paths import user_configs_path
 
 LOG2E = 1.4426950408889634
 

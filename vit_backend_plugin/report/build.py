@@ -10,10 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from vit_backend_plugin.common.files import atomic_write_json, atomic_write_text
 from vit_backend_plugin.report.load import BackendData, RunData, load_run
 from vit_backend_plugin.report.metrics import SPEED_METRICS
 from vit_backend_plugin.report.parity import compare
-from vit_backend_plugin.rundir import atomic_write_json, atomic_write_text
 
 
 def _higher_is_better(key: str) -> bool:

@@ -1,4 +1,4 @@
-"""Read a run directory (see :mod:`vit_backend_plugin.rundir`) exactly as `run` and lm-eval wrote it.
+"""Read a run directory (see :mod:`vit_backend_plugin.rundir.layout`) exactly as `run` and lm-eval wrote it.
 
 lm-eval 0.4.13 (``loggers/evaluation_tracker.py``) writes, under ``--output_path``::
 
@@ -25,7 +25,13 @@ from pydantic import ValidationError
 
 from vit_backend_plugin.report.answers import parsed_answer, response_text
 from vit_backend_plugin.report.parity import Item, ParityThresholds
-from vit_backend_plugin.rundir import LM_EVAL_DIR, RUN_INFO, THROUGHPUT, BackendStatus, RunInfo
+from vit_backend_plugin.rundir.layout import (
+    LM_EVAL_DIR,
+    RUN_INFO,
+    THROUGHPUT,
+    BackendStatus,
+    RunInfo,
+)
 
 BackendState = Literal["complete", "failed", "incomplete", "missing"]
 _NOT_METRIC = {"name", "alias", "sample_len", "sample_count", "samples"}

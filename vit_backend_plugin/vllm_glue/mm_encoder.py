@@ -29,8 +29,8 @@ from vllm.utils.torch_utils import direct_register_custom_op
 from vllm.v1.attention.backends.fa_utils import get_flash_attn_version
 from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
-from vit_backend_plugin.capture import refuse_host_read, stream_capturing
-from vit_backend_plugin.plugin_kernels import PLUGIN_BACKENDS, TAKES_OUT, get_kernel
+from vit_backend_plugin.kernels.capture import refuse_host_read, stream_capturing
+from vit_backend_plugin.kernels.registry import PLUGIN_BACKENDS, TAKES_OUT, get_kernel
 from vit_backend_plugin.vllm_glue import selector
 
 logger = logging.getLogger("vllm.vit_backend_plugin")

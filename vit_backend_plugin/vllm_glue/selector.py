@@ -11,9 +11,9 @@ import inspect
 import logging
 import os
 
-from vit_backend_plugin import resolver, speed_table
-from vit_backend_plugin.backends import load_catalog, normalize_dtype
-from vit_backend_plugin.probe import runtime_features
+from vit_backend_plugin.selection import resolver, speed_table
+from vit_backend_plugin.selection.catalog import load_catalog, normalize_dtype
+from vit_backend_plugin.selection.probe import runtime_features
 
 logger = logging.getLogger("vllm.vit_backend_plugin")
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vit_backend_plugin.resolver import Measurement
+from vit_backend_plugin.selection.resolver import Measurement
 
 
 class SpeedEntry(BaseModel):
@@ -87,10 +86,9 @@ class SpeedTable(BaseModel):
 
 
 def user_table_path() -> Path:
-    env = os.environ.get("VIT_SPEED_TABLE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vit_backend_plugin" / "speed_table.json"
+    from vit_backend_plugin.common.paths import user_speed_table_path
+
+    return user_speed_table_path()
 
 
 @functools.cache
@@ -119,7 +117,7 @@ def load_user(path: Path | None = None) -> SpeedTable | None:
 
 
 def save_user(table: SpeedTable, path: Path | None = None) -> Path:
-    from vit_backend_plugin.rundir import atomic_write_text
+    from vit_backend_plugin.common.files import atomic_write_text
 
     path = path or user_table_path()
     atomic_write_text(path, table.model_dump_json(by_alias=True, indent=2, exclude={"source"}) + "\n")

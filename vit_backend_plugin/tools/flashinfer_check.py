@@ -31,7 +31,7 @@ import time
 import zlib
 from pathlib import Path
 
-from vit_backend_plugin.flashinfer_host.decode_stats import (
+from vit_backend_plugin.tools.decode_stats import (
     ROLES,
     decode_row,
     pair_order,
@@ -155,7 +155,7 @@ class BuildCounter:
         self._builders: dict[int, object] = {}  # every builder seen (the engine keeps them alive)
 
     def wrap(self, cls) -> None:
-        from vit_backend_plugin.flashinfer_host.sync_count import count_syncs
+        from vit_backend_plugin.tools.sync_count import count_syncs
 
         original = cls.build
         counter = self
@@ -270,7 +270,7 @@ def attention_backend_names(model) -> list[str]:
 def _engine_backend_name(llm) -> list[str]:
     # this module under its import name: a child runs it as ``-m`` (``__main__``), whose functions
     # an engine-core process (decode_paired) cannot unpickle by reference
-    from vit_backend_plugin.flashinfer_host import engine_check
+    from vit_backend_plugin.tools import flashinfer_check as engine_check
 
     return llm.apply_model(engine_check.attention_backend_names)[0]
 
@@ -446,7 +446,7 @@ def _spawn(spec: dict, out: Path, args) -> dict | None:
 
     spec = {**spec, "model_runner": args.model_runner, "v2_spec_host": args.v2_spec_host}
     path = out / f"{child_name(spec)}.json"
-    cmd = PhaseCommand(argv=[sys.executable, "-m", "vit_backend_plugin.flashinfer_host.engine_check",
+    cmd = PhaseCommand(argv=[sys.executable, "-m", "vit_backend_plugin.tools.flashinfer_check",
                              "--out", str(out), "--child", json.dumps(spec)], env={})
     print(f"[check-flashinfer-host] {path.stem} ...", flush=True)
     res = run_child(cmd, path.with_suffix(".log"), timeout=args.timeout)

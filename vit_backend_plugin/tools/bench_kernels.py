@@ -6,7 +6,7 @@ platform disables cuDNN SDPA at import; TORCH_SDPA runs one call per sequence af
 ``.tolist()``; FLASH_ATTN is vLLM's FA with the version vLLM picks; TRITON_ATTN is the installed
 vLLM's kernel; the plugin's backends run through the plugin's layer and custom op). ``PICK`` is
 the layer the resolver builds with no backend named (the per-process choice) and ``STOCK`` names
-what stock vLLM would pick. See :mod:`vit_backend_plugin.kernels.bench_vllm`.
+what stock vLLM would pick. See :mod:`vit_backend_plugin.tools.bench_vllm_layers`.
 
 ``--raw-kernels`` times the kernel functions directly instead (torch SDPA sub-backends, our
 kernels, vLLM's FA/Triton kernels where importable): for kernel work, not for choosing backends.
@@ -32,8 +32,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from vit_backend_plugin.capture import exact_inputs
-from vit_backend_plugin.kernels import bench_vllm  # imports vLLM only when called
+from vit_backend_plugin.kernels.capture import exact_inputs
+from vit_backend_plugin.tools import (
+    bench_vllm_layers as bench_vllm,  # imports vLLM only when called
+)
 
 # Default shapes (the issue's table): name, head_dim, per-sequence lengths; 16 heads, bf16.
 DEFAULT_SHAPES: list[tuple[str, int, list[int]]] = [
@@ -651,8 +653,8 @@ def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05,
     picks inside vLLM (once per process, geometric mean over that head size's shapes), against the
     fastest candidate of each shape."""
     try:
-        from vit_backend_plugin.backends import FEATURES
-        from vit_backend_plugin.resolver import Measurement, ResolveRequest, resolve
+        from vit_backend_plugin.selection.catalog import FEATURES
+        from vit_backend_plugin.selection.resolver import Measurement, ResolveRequest, resolve
     except ImportError:  # pyyaml missing: no catalog, no check
         return []
     checks = []
@@ -901,7 +903,7 @@ def collect(args) -> dict:
             "argv": sys.argv, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     stock, cache = {}, {}
     if engine:
-        from vit_backend_plugin import speed_table
+        from vit_backend_plugin.selection import speed_table
 
         stock = bench_vllm.stock_choices(torch, {(sh.head_dim, sh.dtype or args.dtype) for sh in shapes})
         meta["plugin"] = bench_vllm.load_plugin()

@@ -72,6 +72,8 @@ class BackendSpec:
     max_capability: float | None
     install_hint: str
     dtypes_on: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per-platform override
+    impl: str | None = None  # plugin backends: "module:function" (kernels/registry.py loads it)
+    takes_out: bool = False  # the function writes into out= and takes max_seqlen_exact=
 
     def dtypes_for(self, platform: str) -> tuple[str, ...]:
         return self.dtypes_on.get(platform, self.dtypes)
@@ -87,6 +89,10 @@ class Catalog:
 
     def names(self) -> list[str]:
         return list(self.backends)
+
+    def plugin_backends(self) -> tuple[str, ...]:
+        """The backends this plugin provides (in catalog order): the one list of them."""
+        return tuple(n for n, b in self.backends.items() if b.provider == "plugin")
 
 
 def _parse(raw: dict) -> Catalog:
@@ -110,7 +116,11 @@ def _parse(raw: dict) -> Catalog:
             max_capability=b.get("max_capability"),
             install_hint=b.get("install_hint", ""),
             dtypes_on={p: tuple(d) for p, d in (b.get("dtypes_on") or {}).items()},
+            impl=b.get("impl"),
+            takes_out=bool(b.get("takes_out", False)),
         )
+        if (b["provider"] == "plugin") != bool(b.get("impl")):
+            raise ValueError(f"catalog: backend {name}: a plugin backend needs impl, a vLLM one has none")
     order = {p: tuple(o) for p, o in raw["static_order"].items()}
     for p, names in order.items():
         missing = set(names) - set(backends)

@@ -18,9 +18,9 @@ import re
 import sys
 from pathlib import Path
 
-from vit_backend_plugin import speed_table
 from vit_backend_plugin.report.load import load_backend
-from vit_backend_plugin.rundir import RunInfo
+from vit_backend_plugin.rundir.layout import RunInfo
+from vit_backend_plugin.selection import speed_table
 
 LOG_LINE = re.compile(r"ViT attention: (\w+) \(head_size=(\d+), dtype=(\w+)")
 ARCH_LINE = re.compile(r"Resolved architecture: (\w+)")  # vLLM's model-config log line

@@ -6,16 +6,16 @@ import argparse
 import json
 import sys
 
-from vit_backend_plugin import speed_table
-from vit_backend_plugin.backends import FEATURES, PLATFORMS, normalize_dtype
-from vit_backend_plugin.model_config import (
+from vit_backend_plugin.selection import speed_table
+from vit_backend_plugin.selection.catalog import FEATURES, PLATFORMS, normalize_dtype
+from vit_backend_plugin.selection.model_config import (
     ModelConfigError,
     load_config,
     model_dtype,
     vision_head_size,
 )
-from vit_backend_plugin.probe import installed_features
-from vit_backend_plugin.resolver import (
+from vit_backend_plugin.selection.probe import installed_features
+from vit_backend_plugin.selection.resolver import (
     BackendSelectionError,
     ResolveRequest,
     ResolverInputError,

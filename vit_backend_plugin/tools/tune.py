@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from vit_backend_plugin.kernels import bench
-from vit_backend_plugin.paths import user_configs_path  # noqa: F401 -- re-exported for callers
+from vit_backend_plugin.common.paths import user_configs_path  # noqa: F401 -- re-exported for callers
+from vit_backend_plugin.tools import bench_kernels as bench
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def configs_from_sweep(rows: list[dict]) -> dict:
 
 
 def main(args) -> int:
-    from vit_backend_plugin import speed_table
+    from vit_backend_plugin.selection import speed_table
 
     args.sweep = bool(args.kernel_configs)
     data = bench.collect(args)

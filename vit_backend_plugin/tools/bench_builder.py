@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from vit_backend_plugin.flashinfer_host import planning
-from vit_backend_plugin.flashinfer_host.sync_count import count_syncs
+from vit_backend_plugin.tools.sync_count import count_syncs
 
 DEFAULT_BATCH_SIZES = "1,2,4,8,16,32,64,128,256"
 MODES = ("decode", "mixed", "spec")

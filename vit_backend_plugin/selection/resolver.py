@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vit_backend_plugin.backends import (
+from vit_backend_plugin.selection.catalog import (
     PLATFORMS,
     BackendSpec,
     Catalog,
