@@ -27,7 +27,7 @@ import json, sys, time, pathlib
 out = pathlib.Path(sys.argv[1]) / "model"
 out.mkdir(parents=True, exist_ok=True)
 stamp = "2026-01-01T00-00-00.000000"
-(out / f"samples_mmmu_val_art_{stamp}.jsonl").write_text(json.dumps({"doc": {"id": "a"}}) + "\\n")
+(out / f"samples_mmmu_val_art_{stamp}.jsonl").write_text(json.dumps({"doc_id": 0, "doc": {"id": "a"}}) + "\\n")
 (out / f"results_{stamp}.json").write_text(json.dumps({
     "results": {"mmmu_val": {"acc,none": 1.0}}, "configs": {"mmmu_val_art": {}},
     "n-samples": {"mmmu_val_art": {"effective": 1}}}))

@@ -8,43 +8,22 @@ from pathlib import Path
 
 from vit_backend_plugin.harness.config import Config
 from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT
-
-
-def _lm_eval_files(bdir: Path) -> tuple[list[Path], list[Path]]:
-    root = bdir / LM_EVAL_DIR
-    return sorted(root.rglob("results_*.json")), sorted(root.rglob("samples_*.jsonl"))
+from vit_backend_plugin.rundir.lm_eval_output import read_output
 
 
 def verify_accuracy(bdir: Path, tasks: list[str]) -> str | None:
-    """None if lm-eval's results and per-item samples are all there and parse; else why not."""
-    results, _ = _lm_eval_files(bdir)
-    if not results:
+    """None if lm-eval's results and per-item samples are all there and readable; else why not.
+    Which results file counts is :func:`~vit_backend_plugin.rundir.lm_eval_output.read_output`'s
+    rule, the one the report reads by."""
+    out = read_output(bdir / LM_EVAL_DIR)
+    if out is None:
         return "no lm-eval results file"
-    if len(results) > 1:
-        return f"{len(results)} lm-eval results files (expected one)"
-    try:
-        data = json.loads(results[0].read_text())
-    except (OSError, ValueError) as e:
-        return f"corrupt results file {results[0].name}: {e}"
-    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        return f"results file {results[0].name} has no 'results' section"
-    known = set(data["results"]) | set(data.get("groups") or {})
+    if out.problem is not None:
+        return out.problem
+    known = set(out.raw["results"]) | set(out.raw.get("groups") or {})
     missing = [t for t in tasks if t not in known]
     if missing:
         return f"results file lacks task(s) {', '.join(missing)}"
-    n_samples = data.get("n-samples") or {}
-    stamp = results[0].name[len("results_"):-len(".json")]  # lm-eval names both with one timestamp
-    for leaf in data.get("configs") or {}:
-        sample_file = results[0].parent / f"samples_{leaf}_{stamp}.jsonl"
-        try:
-            lines = [json.loads(x) for x in sample_file.read_text().splitlines() if x.strip()]
-        except FileNotFoundError:
-            return f"no samples file for task {leaf}"
-        except (OSError, ValueError) as e:
-            return f"corrupt samples file {sample_file.name}: {e}"
-        want = (n_samples.get(leaf) or {}).get("effective")
-        if want is not None and len(lines) != want:
-            return f"samples file for {leaf} has {len(lines)} items, results say {want}"
     return None
 
 

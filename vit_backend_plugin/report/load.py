@@ -1,12 +1,7 @@
 """Read a run directory (see :mod:`vit_backend_plugin.rundir.layout`) exactly as `run` and lm-eval wrote it.
 
-lm-eval 0.4.13 (``loggers/evaluation_tracker.py``) writes, under ``--output_path``::
-
-    <output_path>/<model_name_sanitized>/results_<date_id>.json
-    <output_path>/<model_name_sanitized>/samples_<task>_<date_id>.jsonl   (one per task)
-
-``date_id`` is ``datetime.now().isoformat()`` with ``:`` -> ``-``, so it sorts as text; the
-newest results file wins and its samples are the files with the same ``date_id``.
+Which lm-eval results file counts, and which samples lines are readable, is decided by
+:mod:`vit_backend_plugin.rundir.lm_eval_output` (the rule the runner's completeness check uses).
 
 Nothing is skipped silently: every backend gets a ``state`` and a list of ``problems`` (missing
 directory, failed phase with its error, unreadable or truncated files), which the report shows.
@@ -32,6 +27,7 @@ from vit_backend_plugin.rundir.layout import (
     BackendStatus,
     RunInfo,
 )
+from vit_backend_plugin.rundir.lm_eval_output import LmEvalOutput, read_output
 
 BackendState = Literal["complete", "failed", "incomplete", "missing"]
 _NOT_METRIC = {"name", "alias", "sample_len", "sample_count", "samples"}
@@ -60,10 +56,16 @@ class Row:
 
 @dataclass
 class LmEvalResults:
-    path: Path
-    date_id: str
-    raw: dict[str, Any]
+    output: LmEvalOutput  # the results file that counts, and its samples files
     rows: list[Row]  # tree order: root, its subgroups, their tasks (like lm-eval's tables)
+
+    @property
+    def path(self) -> Path:
+        return self.output.results_path
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self.output.raw or {}
 
     def row(self, name: str) -> Row | None:
         return next((r for r in self.rows if r.name == name), None)
@@ -90,31 +92,41 @@ def primary_metric(entry: dict[str, Any]) -> str | None:
 def _make_row(name: str, entry: dict[str, Any], depth: int, is_group: bool, raw: dict) -> Row:
     metric = primary_metric(entry)
     stderr_key = metric.replace(",", "_stderr,", 1) if metric else None
-    n = entry.get("sample_len")
+    n = _number(entry.get("sample_len"))
     if n is None:
-        n = (raw.get("n-samples", {}).get(name) or {}).get("effective")
+        n = _number(_object(_object(raw.get("n-samples")).get(name)).get("effective"))
     alias = str(entry.get("alias", name)).strip().lstrip("- ").strip() or name
     return Row(
         name=name, alias=alias, depth=depth, is_group=is_group, metric=metric,
         value=_number(entry.get(metric)) if metric else None,
         stderr=_number(entry.get(stderr_key)) if stderr_key else None,
-        n=int(n) if isinstance(n, int | float) else None,
-        version=raw.get("versions", {}).get(name), n_shot=raw.get("n-shot", {}).get(name),
+        n=int(n) if n is not None else None,
+        version=_object(raw.get("versions")).get(name), n_shot=_object(raw.get("n-shot")).get(name),
     )
 
 
-def parse_results(raw: dict[str, Any], path: Path, date_id: str) -> LmEvalResults:
-    """Lay lm-eval's ``results``/``groups``/``group_subtasks`` out as a tree of rows."""
-    if not isinstance(raw.get("results"), dict):
-        raise ValueError("no 'results' object")
-    entries: dict[str, dict] = {**raw["results"], **(raw.get("groups") or {})}
-    subtasks: dict[str, list[str]] = raw.get("group_subtasks") or {}
+def _object(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def parse_results(output: LmEvalOutput) -> LmEvalResults:
+    """Lay lm-eval's ``results``/``groups``/``group_subtasks`` out as a tree of rows (entries
+    that are not objects are left out; the shape of the file itself the reader checked)."""
+    raw = output.raw or {}
+    entries = {k: v for k, v in {**_object(raw.get("results")), **_object(raw.get("groups"))}.items()
+               if isinstance(v, dict)}
+    subtasks = {g: [c for c in kids if isinstance(c, str)]
+                for g, kids in _object(raw.get("group_subtasks")).items() if isinstance(kids, list)}
     children = {c for kids in subtasks.values() for c in kids}
     roots = [g for g in subtasks if g not in children]
-    roots += [t for t in raw["results"] if t not in children and t not in roots]
+    roots += [t for t in _object(raw.get("results")) if t not in children and t not in roots]
     rows: list[Row] = []
+    seen: set[str] = set()
 
     def walk(name: str, depth: int) -> None:
+        if name in seen:  # a damaged tree that loops
+            return
+        seen.add(name)
         if name in entries:
             rows.append(_make_row(name, entries[name], depth, name in subtasks, raw))
         for child in subtasks.get(name, []):
@@ -122,17 +134,7 @@ def parse_results(raw: dict[str, Any], path: Path, date_id: str) -> LmEvalResult
 
     for r in roots:
         walk(r, 0)
-    return LmEvalResults(path=path, date_id=date_id, raw=raw, rows=rows)
-
-
-def _date_id(path: Path) -> str:
-    # as lm_eval.loggers.utils.get_file_datetime: the text after the last "_"
-    return path.name[path.name.rfind("_") + 1 :].removesuffix(".jsonl").removesuffix(".json")
-
-
-def newest_results_file(lm_eval_dir: Path) -> Path | None:
-    files = [p for p in lm_eval_dir.rglob("results_*.json") if p.is_file()]
-    return max(files, key=lambda p: (_date_id(p), str(p))) if files else None
+    return LmEvalResults(output=output, rows=rows)
 
 
 # --------------------------------------------------------------------------- lm-eval samples
@@ -162,36 +164,32 @@ class Samples:
 def load_samples(results: LmEvalResults) -> Samples:
     """Per-item outcomes of every task in the results, from the samples files of the same run."""
     out = Samples()
-    folder = results.path.parent
     for row in results.tasks:
-        path = folder / f"samples_{row.name}_{results.date_id}.jsonl"
-        if not path.is_file():
-            out.problems.append(f"{row.name}: samples file missing ({path.name}); was --log_samples on?")
+        lines = results.output.samples(row.name)
+        name = lines.path.name
+        if lines.missing:
+            out.problems.append(f"{row.name}: samples file missing ({name}); was --log_samples on?")
+            continue
+        if lines.error is not None:
+            out.problems.append(f"{row.name}: samples file {name} unreadable: {lines.error}")
             continue
         metric, _, filt = (row.metric or "acc,none").partition(",")
-        bad = 0
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                try:
-                    s = json.loads(line)
-                    if s.get("filter", filt) != filt:
-                        continue  # one line per filter: keep the one the results' metric used
-                    score = _number(s[metric])
-                    if score is None:
-                        raise ValueError(metric)
-                    out.items[(row.name, int(s["doc_id"]))] = ItemRecord(
-                        task=row.name, doc_id=int(s["doc_id"]), subject=row.alias,
-                        answer=parsed_answer(s), correct=score >= 0.5, target=str(s.get("target", "")),
-                        response=response_text(s),
-                    )
-                except (ValueError, KeyError, TypeError):
-                    bad += 1
+        bad = lines.bad
+        for s in lines.records:
+            if s.get("filter", filt) != filt:
+                continue  # one line per filter: keep the one the results' metric used
+            score = _number(s.get(metric))
+            if score is None:
+                bad += 1
+                continue
+            out.items[(row.name, s["doc_id"])] = ItemRecord(
+                task=row.name, doc_id=s["doc_id"], subject=row.alias, answer=parsed_answer(s),
+                correct=score >= 0.5, target=str(s.get("target", "")), response=response_text(s),
+            )
         if bad:
-            out.problems.append(f"{row.name}: {bad} unreadable line(s) in {path.name} (truncated or corrupt)")
-        if row.n is not None and sum(k[0] == row.name for k in out.items) != row.n:
-            got = sum(k[0] == row.name for k in out.items)
+            out.problems.append(f"{row.name}: {bad} unreadable line(s) in {name} (truncated or corrupt)")
+        got = sum(k[0] == row.name for k in out.items)
+        if row.n is not None and got != row.n:
             out.problems.append(f"{row.name}: {got} samples logged but results say {row.n}")
     return out
 
@@ -241,19 +239,19 @@ def load_backend(run_dir: Path, name: str) -> BackendData:
     data = BackendData(name, state, status=status, problems=problems)
 
     accuracy_done = status is None or status.phases.get("accuracy") == "complete"
-    res_file = newest_results_file(bdir / LM_EVAL_DIR) if (bdir / LM_EVAL_DIR).is_dir() else None
-    if res_file is None:
+    output = read_output(bdir / LM_EVAL_DIR)
+    if output is None:
         if accuracy_done:
             problems.append("no lm-eval results file (results_*.json) under lm_eval/")
     else:
-        try:
-            raw = json.loads(res_file.read_text(encoding="utf-8"))
-            data.results = parse_results(raw, res_file, _date_id(res_file))
-        except (OSError, ValueError) as e:  # json errors are ValueErrors
-            problems.append(f"lm-eval results unreadable ({res_file.name}: {e}): corrupt or truncated")
-        if data.results is not None:
+        for path, why in output.passed_over:
+            problems.append(f"newer {path.name} is incomplete ({why}); {output.results_path.name} read instead")
+        if output.raw is None:
+            problems.append(f"lm-eval results unreadable ({output.problem}): corrupt or truncated")
+        else:
+            data.results = parse_results(output)
             if not accuracy_done:
-                problems.append(f"accuracy phase not complete: {res_file.name} may be from an older attempt")
+                problems.append(f"accuracy phase not complete: {output.results_path.name} may be from an older attempt")
             data.samples = load_samples(data.results)
             problems.extend(data.samples.problems)
 
