@@ -118,7 +118,7 @@ def parse_results(output: LmEvalOutput) -> LmEvalResults:
     subtasks = {g: [c for c in kids if isinstance(c, str)]
                 for g, kids in _object(raw.get("group_subtasks")).items() if isinstance(kids, list)}
     children = {c for kids in subtasks.values() for c in kids}
-    roots = [g for g in subtasks if g not in children]
+    roots = [g for g in subtasks if g not in children] or list(subtasks)  # no root: a loop
     roots += [t for t in _object(raw.get("results")) if t not in children and t not in roots]
     rows: list[Row] = []
     seen: set[str] = set()

@@ -26,6 +26,7 @@ from vit_backend_plugin.common.files import atomic_write_json
 
 PhaseState = Literal["pending", "running", "complete", "failed"]
 PHASES = ("accuracy", "throughput")
+_STATES = set(PhaseState.__args__)
 
 RUN_INFO = "run.json"
 STATUS = "status.json"
@@ -50,7 +51,15 @@ class RunInfo:
 
     @classmethod
     def read(cls, run_dir: Path) -> RunInfo:
-        return cls(**json.loads((Path(run_dir) / RUN_INFO).read_text()))
+        """Raises OSError, or ValueError for a file that is not a run.json (damaged, or of
+        another shape)."""
+        data = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+        _check_shape(data, {"run_id": str, "engine": str, "backends": list, "baseline": str,
+                            "tasks": list, "model": str, "config": dict}, RUN_INFO)
+        for key in ("backends", "tasks"):
+            if not all(isinstance(x, str) for x in data[key]):
+                raise ValueError(f"{RUN_INFO}: {key!r} is not a list of names")
+        return cls(**data)
 
 
 @dataclass
@@ -71,10 +80,29 @@ class BackendStatus:
     def read(cls, backend_dir: Path) -> BackendStatus | None:
         """None when absent or unreadable (a corrupt status means: redo it)."""
         try:
-            data = json.loads((Path(backend_dir) / STATUS).read_text())
+            data = json.loads((Path(backend_dir) / STATUS).read_text(encoding="utf-8"))
+            _check_shape(data, {"backend": str, "phases": dict, "errors": dict, "notes": dict}, STATUS)
+            if not all(v in _STATES for v in data.get("phases", {}).values()):
+                raise ValueError(f"{STATUS}: unknown phase state")
+            for key in ("errors", "notes"):
+                if not all(isinstance(v, str) for v in data.get(key, {}).values()):
+                    raise ValueError(f"{STATUS}: {key!r} holds a non-text value")
             return cls(**data)
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError):  # TypeError: a required key is missing
             return None
+
+
+def _check_shape(data: object, fields: dict[str, type], what: str) -> None:
+    """A JSON object whose keys are among ``fields``, each of its type (missing ones are left to
+    the dataclass): anything else is a damaged or foreign file, reported as ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{what}: unknown key(s) {', '.join(unknown)}")
+    for key, kind in fields.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"{what}: {key!r} is not a {kind.__name__}")
 
 
 # throughput.json (written atomically by the throughput phase):
