@@ -1,15 +1,16 @@
 """`vit-parity explain` as a user runs it: table, --json, --model, --available, bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 
-def explain(*args):
+def explain(*args, env=None):
     return subprocess.run([sys.executable, "-m", "vit_backend_plugin.cli", "explain", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_json_schema_and_choice():
@@ -80,3 +81,64 @@ def test_unreadable_config(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"text_config": {}}))
     p = explain("--model", str(tmp_path))
     assert p.returncode == 2 and "no vision_config" in p.stderr
+
+
+# --------------------------------------------------------------------------- planned for what
+def fake_nvidia_smi(tmp_path, output: str | None):
+    """PATH with an nvidia-smi that reports ``output`` (a GPU) or fails as it does without a
+    driver; it shadows any real one, so these run the same on GPU machines."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nvidia-smi"
+    body = f"echo '{output}'" if output else "echo 'NVIDIA-SMI has failed' >&2; exit 9"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def test_no_gpu_says_cuda_is_assumed(tmp_path):
+    env = fake_nvidia_smi(tmp_path, None)
+    # --available: the installed-package probe imports vLLM (slow); test_cli_extras covers it
+    p = explain("--head-size", "80", "--available", "triton", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    planned = json.loads(p.stdout)["planned_for"]
+    assert planned["platform"] == "cuda" and planned["platform_from"] == "assumed"
+    assert planned["capability"] is None and planned["capability_from"] == "unknown"
+    assert planned["features"] == ["triton"] and planned["features_from"] == "--available"
+    assert planned["gpu"] is None
+    p = explain("--head-size", "80", "--available", "triton", env=env)
+    assert "platform:   cuda (assumed: no NVIDIA GPU found on this machine" in p.stdout
+    assert "capability: unknown (" in p.stdout
+
+
+def test_detected_gpu_is_planned_for_and_named(tmp_path):
+    env = fake_nvidia_smi(tmp_path, "NVIDIA H100 80GB HBM3, 9.0")
+    feats = "triton,vit_triton_kernel,torch_cudnn_sdpa"
+    p = explain("--head-size", "80", "--available", feats, "--json", env=env)
+    out = json.loads(p.stdout)
+    assert out["planned_for"] == {
+        "platform": "cuda", "platform_from": "detected", "capability": "9.0",
+        "capability_from": "detected", "features": sorted(feats.split(",")),
+        "features_from": "--available", "gpu": "NVIDIA H100 80GB HBM3",
+    }
+    # the detected capability reaches the shipped H100 speed table
+    assert out["how"] == "measured"
+    p = explain("--head-size", "80", "--available", feats, env=env)
+    assert "capability: 9.0 (detected: NVIDIA H100 80GB HBM3)" in p.stdout
+
+
+def test_command_line_outranks_the_machine(tmp_path):
+    env = fake_nvidia_smi(tmp_path, "NVIDIA H100 80GB HBM3, 9.0")
+    p = explain("--head-size", "80", "--capability", "8.0", "--available", "", "--json", env=env)
+    planned = json.loads(p.stdout)["planned_for"]
+    assert (planned["platform"], planned["platform_from"]) == ("cuda", "--capability")
+    assert (planned["capability"], planned["capability_from"]) == ("8.0", "--capability")
+    assert planned["features"] == [] and planned["gpu"] is None
+    # another platform: no CUDA capability is looked for or used
+    cpu = ("--head-size", "80", "--platform", "cpu", "--available", "")
+    planned = json.loads(explain(*cpu, "--json", env=env).stdout)["planned_for"]
+    assert planned["platform_from"] == "--platform"
+    assert (planned["capability"], planned["capability_from"]) == (None, "not used")
+    p = explain(*cpu, env=env)
+    assert "platform:   cpu (--platform)" in p.stdout
+    assert "capability: unknown (not used on cpu)" in p.stdout
