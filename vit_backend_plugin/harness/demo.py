@@ -12,6 +12,7 @@ throughput phase through vLLM, the report. ``--engine hf`` runs the transformers
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,10 @@ def main(args: argparse.Namespace) -> int:
     from vit_backend_plugin.harness.config import parse_config
     from vit_backend_plugin.harness.runner import execute, prepare
 
+    # Even a dry run plans with lm-eval (task names, its MMMU task files): without it, fail before
+    # any work with the CLI's install hint rather than part way into building the assets.
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ModuleNotFoundError("No module named 'lm_eval'", name="lm_eval")
     data = demo_config_data(args.engine)
     out = Path(args.out) if args.out else Path(data["output_dir"]) / data["name"]
     data["output_dir"], data["run_id"] = str(out.parent), out.name
