@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from typing import Any
 
@@ -15,6 +16,18 @@ import numpy as np  # noqa: E402
 from vit_backend_plugin.report.metrics import SPEED_METRICS  # noqa: E402
 
 
+def _literal_text(fn):
+    """Backend names and lm-eval's labels come from the run dir: "$...$" in them is text, not
+    mathtext (a malformed formula would fail the whole report)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context({"text.parse_math": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -22,6 +35,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+@_literal_text
 def accuracy_png(s: dict[str, Any]) -> tuple[str, str] | None:
     """Grouped bars: one group per task / subject group, one bar per backend, stderr error bars."""
     order = [n for n in s["backend_order"] if s["backends"][n]["results"]]
@@ -53,6 +67,7 @@ def accuracy_png(s: dict[str, Any]) -> tuple[str, str] | None:
     return ("accuracy per backend and subject group", _png(fig))
 
 
+@_literal_text
 def speed_png(s: dict[str, Any]) -> tuple[str, str] | None:
     """One panel per throughput/latency metric; bars labelled with the speedup over the baseline."""
     order = [n for n in s["backend_order"] if s["backends"][n]["throughput"]]

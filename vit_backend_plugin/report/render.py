@@ -1,7 +1,16 @@
-"""summary dict -> report.md and report.html (same tables: built once here as lists of strings)."""
+"""summary dict -> report.md and report.html (same tables: built once here as lists of strings).
+
+Every string in a view is plain text unless built with a :class:`Markup` (the header and the
+table notes, which mix our markup with run data). Much of it comes from the run dir and the
+model (backend names, config values, lm-eval's names, responses, error texts): the HTML is
+escaped by jinja2, the markdown by :func:`md_escape` / :func:`md_code`, applied to every plain
+string as it is written out.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +37,46 @@ class View:
     problems: list[str]
     tables: list[Table] = field(default_factory=list)
     differing: list[Table] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- escaping
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+# What could start markup (links, images, HTML, entities, code, emphasis, strikethrough, table
+# cells, closing heading marks); "_" only where it can delimit emphasis: FLASH_ATTN stays as is.
+_MD_SPECIAL = re.compile(r"[\\`*\[\]<>|~&#]|(?<![^\W_])_|_(?![^\W_])")
+
+
+def _one_line(x: Any) -> str:
+    return _LINE_BREAKS.sub(" ", str(x))
+
+
+def md_escape(x: Any) -> str:
+    """Untrusted text as literal markdown text on one line (safe in a table cell too)."""
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), _one_line(x))
+
+
+def md_code(x: Any) -> str:
+    """Untrusted text as an inline code span: the fence is longer than any backtick run inside,
+    padded where the text starts or ends with a backtick or a space (CommonMark strips one)."""
+    text = _one_line(x)
+    if not text.strip():
+        return md_escape(text)
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text[0] in "` " or text[-1] in "` " else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+@dataclass(frozen=True)
+class Markup:
+    """How run data goes into the few strings that carry markup of our own."""
+
+    text: Callable[[Any], str]
+    code: Callable[[Any], str]
+    bold: Callable[[str], str]
+
+
+MARKDOWN = Markup(text=md_escape, code=md_code, bold=lambda x: f"**{x}**")
+PLAIN = Markup(text=str, code=str, bold=str)  # HTML: jinja2 escapes what the template prints
 
 
 # --------------------------------------------------------------------------- formatting
@@ -87,7 +136,7 @@ def _accuracy_tables(s: dict[str, Any]) -> list[Table]:
     return out
 
 
-def _parity_table(s: dict[str, Any]) -> Table:
+def _parity_table(s: dict[str, Any], m: Markup) -> Table:
     t = s["thresholds"]
     head = ["Backend", "Items", "Agreement", "b (base ✓, cand ✗)", "c (base ✗, cand ✓)",
             "McNemar p", "Δacc (pts)", f"{t['confidence']:.0%} CI (pts)", "Verdict"]
@@ -100,7 +149,7 @@ def _parity_table(s: dict[str, Any]) -> Table:
         ci = "—" if p["ci_low"] is None else f"[{fmt_pts(p['ci_low'])}, {fmt_pts(p['ci_high'])}]"
         rows.append([name, str(p["n"]), agree, str(p["b"]), str(p["c"]), fmt_p(p["mcnemar_p"]),
                      fmt_pts(p["delta_acc"]), ci, f"{ICON[p['verdict']]} {p['verdict']}"])
-    note = (f"Paired on the same items against baseline **{s['baseline']}**. PASS: McNemar exact "
+    note = (f"Paired on the same items against baseline {m.bold(m.text(s['baseline']))}. PASS: McNemar exact "
             f"p ≥ {t['alpha']:g} and the whole CI of Δacc within ±{t['max_abs_delta_points']:g} pts "
             f"(≥ {t['min_items']} items); FAIL: p < {t['alpha']:g} or the CI entirely outside; "
             "otherwise INCONCLUSIVE. Agreement: same parsed answer (lm-eval's MMMU parser).")
@@ -167,18 +216,18 @@ def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def build_view(s: dict[str, Any], diff_limit: int | None) -> View:
+def build_view(s: dict[str, Any], diff_limit: int | None, m: Markup = PLAIN) -> View:
     t = s["thresholds"]
     header = [
-        f"model `{s['model']}`", f"engine `{s['engine']}`", "tasks " + ", ".join(f"`{x}`" for x in s["tasks"]),
-        f"baseline **{s['baseline']}**",
+        f"model {m.code(s['model'])}", f"engine {m.code(s['engine'])}",
+        "tasks " + ", ".join(m.code(x) for x in s["tasks"]), f"baseline {m.bold(m.text(s['baseline']))}",
         f"thresholds: α={t['alpha']:g}, |Δacc| ≤ {t['max_abs_delta_points']:g} pts, "
         f"{t['confidence']:.0%} CI, ≥ {t['min_items']} items",
     ]
     problems = list(s["problems"]) + [
         f"{n}: {p}" for n in s["backend_order"] for p in s["backends"][n]["problems"]
     ]
-    tables = _accuracy_tables(s) + [_parity_table(s)]
+    tables = _accuracy_tables(s) + [_parity_table(s, m)]
     speed = _speed_table(s)
     if speed:
         tables.append(speed)
@@ -187,17 +236,14 @@ def build_view(s: dict[str, Any], diff_limit: int | None) -> View:
 
 
 # --------------------------------------------------------------------------- markdown
-def _md_cell(x: str) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
 def _md_table(t: Table, level: str = "##") -> str:
-    lines = [f"{level} {t.title}", ""]
+    """Title, headers and cells are plain text (escaped here); the note is markdown already."""
+    lines = [f"{level} {md_escape(t.title)}", ""]
     if t.rows:
         align = [":---" if i < t.numeric_from else "---:" for i in range(len(t.headers))]
-        lines.append("| " + " | ".join(map(_md_cell, t.headers)) + " |")
+        lines.append("| " + " | ".join(map(md_escape, t.headers)) + " |")
         lines.append("|" + "|".join(align) + "|")
-        lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in t.rows]
+        lines += ["| " + " | ".join(map(md_escape, r)) + " |" for r in t.rows]
         lines.append("")
     if t.note:
         lines += [t.note, ""]
@@ -205,15 +251,15 @@ def _md_table(t: Table, level: str = "##") -> str:
 
 
 def render_markdown(s: dict[str, Any]) -> str:
-    v = build_view(s, MAX_MD_DIFF_ROWS)
-    out = [f"# {v.title}", "", " · ".join(v.header), ""]
+    v = build_view(s, MAX_MD_DIFF_ROWS, MARKDOWN)
+    out = [f"# {md_escape(v.title)}", "", " · ".join(v.header), ""]
     for name, verdict, text in v.verdicts:
         icon = ICON.get(verdict, "🔹")
         label = "" if verdict == "BASELINE" else f" {verdict}"
-        out.append(f"- {icon} **{name}**{label}: {_md_cell(text)}")
+        out.append(f"- {icon} **{md_escape(name)}**{label}: {md_escape(text)}")
     out.append("")
     if v.problems:
-        out += ["## Problems", ""] + [f"- {_md_cell(p)}" for p in v.problems] + [""]
+        out += ["## Problems", ""] + [f"- {md_escape(p)}" for p in v.problems] + [""]
     for t in v.tables:
         if t.title == "Accuracy per subject":
             out += ["<details><summary>Accuracy per subject</summary>", "",
@@ -241,6 +287,6 @@ def render_html(s: dict[str, Any]) -> str:
     icons = [*ICON.values(), "🔹"]
     env.filters["noicon"] = lambda x: str(x).replace(icons[0], "").replace(icons[1], "").replace(
         icons[2], "").replace(icons[3], "").replace(icons[4], "").strip()
-    view = build_view(s, None)
+    view = build_view(s, None, PLAIN)
     images = [img for img in (plots.accuracy_png(s), plots.speed_png(s)) if img]
     return env.get_template("report.html.j2").render(v=view, icons=ICON, images=images)
