@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+PROG = "vit-parity report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,15 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write report.md, report.html, summary.json (default: RUN_DIR)")
 
 
-def main(args: argparse.Namespace) -> int:
-    from vit_backend_plugin.report.build import build_report
-    from vit_backend_plugin.report.load import NotARunDir
+def _fail(msg: str) -> int:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+    return 2
 
-    try:
-        paths = build_report(args.run_dir, args.out)
-    except NotARunDir as e:
-        print(f"vit-parity report: error: {e}", file=sys.stderr)
-        return 2
+
+def _print_summary(paths: dict[str, Path]) -> None:
     import json
 
     summary = json.loads(paths["json"].read_text(encoding="utf-8"))
@@ -34,4 +34,28 @@ def main(args: argparse.Namespace) -> int:
             print(f"problem      {name}: {problem}")
     for p in paths.values():
         print(f"wrote {p}")
+
+
+def main(args: argparse.Namespace) -> int:
+    from vit_backend_plugin.report.build import build_report
+    from vit_backend_plugin.report.load import NotARunDir
+
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        return _fail(f"--out {args.out} is a file; give a directory (it is created if missing)")
+    try:
+        paths = build_report(args.run_dir, args.out)
+    except NotARunDir as e:
+        return _fail(str(e))
+    except OSError as e:  # e.g. --out under a file, or not writable
+        where = f" ({e.filename})" if e.filename else ""
+        return _fail(f"cannot write the report: {e.strerror or e}{where}")
+    try:
+        _print_summary(paths)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+    except BrokenPipeError:
+        # as CPython's signal docs recommend: the reader went away (`| head`); point stdout at
+        # devnull so the exit flush stays quiet, and leave without a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
