@@ -70,6 +70,28 @@ def test_schema_errors_are_one_line(tmp_path, capsys, data, expected):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("limit", [1.5, 2.5, True, False, -3, 0, -0.5, ".nan", ".inf", "'10'"])
+def test_limit_that_lm_eval_would_misread_is_rejected(tmp_path, capsys, limit):
+    """lm-eval's --limit is a count (>= 1; it truncates 1.5 to 1 item) or a fraction (< 1)."""
+    text = yaml.safe_dump(GOOD) + f"limit: {limit}\n"  # YAML's own reading of the value
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="^.*limit: must be a whole number of items per task") as exc:
+        load_config(path)
+    assert "\n" not in str(exc.value)
+    rc, err = run_cli(capsys, str(path), "--dry-run")
+    assert rc == 2 and err.count("\n") == 1 and "limit: must be" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("limit, count_or_fraction, arg", [(10, 10, "10"), (10.0, 10, "10"), (0.25, 0.25, "0.25")])
+def test_limit_counts_and_fractions(tmp_path, limit, count_or_fraction, arg):
+    from vit_backend_plugin.harness.commands import lm_eval_args
+
+    cfg = parse_config({**GOOD, "limit": limit})
+    assert cfg.limit == count_or_fraction and type(cfg.limit) is type(count_or_fraction)
+    argv = lm_eval_args(cfg, "FLASH_ATTN", tmp_path, None)
+    assert argv[argv.index("--limit") + 1] == arg
+
+
 def test_unknown_backend_per_engine(tmp_path, capsys):
     rc, err = run_cli(capsys, str(write(tmp_path, {**GOOD, "backends": ["FLASH_ATTN", "sdpa"]})))
     assert rc == 2 and "unknown backend 'sdpa' for engine vllm" in err and err.count("\n") == 1

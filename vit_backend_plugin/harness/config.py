@@ -19,6 +19,7 @@ Backend names come from data, not from lists here:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -138,7 +139,7 @@ class Config(_Strict):
     baseline: str | None = None  # default: backends[0]
     tasks: list[str] = Field(default_factory=lambda: ["mmmu_val"], min_length=1)
     include_path: str | None = None  # lm-eval --include_path (extra task yaml dir)
-    limit: float | None = Field(None, gt=0)  # lm-eval --limit: per task, count (>=1) or fraction (<1)
+    limit: int | float | None = None  # lm-eval --limit: per task, count (>= 1) or fraction (< 1)
     num_fewshot: int | None = Field(None, ge=0)
     batch_size: int | str = 1  # int, or "auto" / "auto:N" (vllm only)
     apply_chat_template: bool = True
@@ -166,6 +167,19 @@ class Config(_Strict):
         if dup:
             raise ValueError(f"listed twice: {', '.join(dup)}")
         return v
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, v):
+        # lm-eval reads --limit >= 1 as a count (int(1.5) == 1 items, silently) and < 1 as a fraction
+        if v is None:
+            return v
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and (
+            0 < v < 1 or (v >= 1 and float(v).is_integer()))
+        if not ok:
+            raise ValueError(f"must be a whole number of items per task (>= 1) or a fraction of "
+                             f"each task (between 0 and 1), got {v!r}")
+        return int(v) if v >= 1 else float(v)
 
     @field_validator("batch_size")
     @classmethod
