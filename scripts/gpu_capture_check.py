@@ -52,7 +52,7 @@ def check(torch, bench_vllm, label, backend, head, lens, budget, expect_error=""
     if expect_error:
         res.update(captured=True, ok=False, error=f"expected {expect_error}, got none")
         return res
-    from vit_backend_plugin.tools.bench_kernels import _reference  # fp32, per sequence
+    from vit_backend_plugin.tools.bench_kernels.numerics import _reference  # fp32, per sequence
 
     ref = _reference(torch, {"q": q[0], "k": k[0], "v": v[0], "lens": lens})[:valid]
     got = out[0, :valid].float()

@@ -8,17 +8,19 @@ import sys
 import torch
 
 from vit_backend_plugin.kernels.triton_vit import vit_attention
-from vit_backend_plugin.tools import bench_kernels as bench
+from vit_backend_plugin.tools.bench_kernels.inputs import _make_inputs
+from vit_backend_plugin.tools.bench_kernels.numerics import _reference
+from vit_backend_plugin.tools.bench_kernels.shapes import parse_shape
 
 for arg in sys.argv[1:]:
     spec, _, cfg = arg.partition(";")
     cfg = json.loads(cfg) if cfg else None
-    sh = bench.parse_shape(spec)
-    x = bench._make_inputs(torch, sh, torch.bfloat16, 1)[0]
+    sh = parse_shape(spec)
+    x = _make_inputs(torch, sh, torch.bfloat16, 1)[0]
     out = torch.full_like(x["q"], float("nan"))
     vit_attention(x["q"], x["k"], x["v"], x["cu"], x["max"], out=out, config=cfg)
     torch.cuda.synchronize()
-    ref = bench._reference(torch, x)
+    ref = _reference(torch, x)
     err = (out.float() - ref).abs()
     bad = (err > 0.05 + 0.05 * ref.abs()) | out.isnan()
     print(f"{spec} {cfg} rel_err {((out.float() - ref).norm() / ref.norm()).item():.4g} bad {bad.float().mean().item():.4f}")

@@ -11,11 +11,11 @@ from _subproc import run_snippet  # noqa: E402
 def test_layers_are_built_and_called_as_vllm_does():
     proc, res = run_snippet("""
 import json, torch
-from vit_backend_plugin.tools import bench_kernels as bench
+from vit_backend_plugin.tools.bench_kernels.shapes import Shape
 from vit_backend_plugin.tools import bench_vllm_layers as bench_vllm
 stock = bench_vllm.stock_choices(torch, {(80, "float32")})
 status = bench_vllm.load_plugin()
-shape = bench.Shape("t", 80, [5, 9, 2], heads=2, kv_heads=2)
+shape = Shape("t", 80, [5, 9, 2], heads=2, kv_heads=2)
 cache = {}
 cands = bench_vllm.engine_candidates(torch, shape, torch.float32, ["TORCH_SDPA", "VIT_TRITON"], cache)
 total = sum(shape.lens)

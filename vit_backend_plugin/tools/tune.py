@@ -15,11 +15,14 @@ import json
 from pathlib import Path
 
 from vit_backend_plugin.common.paths import user_configs_path  # noqa: F401 -- re-exported for callers
-from vit_backend_plugin.tools import bench_kernels as bench
+from vit_backend_plugin.tools import bench_kernels
+from vit_backend_plugin.tools.bench_kernels.collect import collect
+from vit_backend_plugin.tools.bench_kernels.printing import print_all
+from vit_backend_plugin.tools.bench_kernels.table import table_entries
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    bench.add_arguments(parser)
+    bench_kernels.add_arguments(parser)
     parser.add_argument("--out", default=None, help="speed table path (default: the user-local table)")
     parser.add_argument("--kernel-configs", action="store_true",
                         help="also sweep VIT_TRITON launch configs and store the winners user-locally")
@@ -51,9 +54,9 @@ def main(args) -> int:
     from vit_backend_plugin.selection import speed_table
 
     args.sweep = bool(args.kernel_configs)
-    data = bench.collect(args)
-    bench.print_all(data)
-    entries = bench.table_entries(data, args.merge_with, args.table_timing)
+    data = collect(args)
+    print_all(data)
+    entries = table_entries(data, args.merge_with, args.table_timing)
     table = speed_table.SpeedTable.model_validate({"schema": 1, "entries": entries})
     path = speed_table.save_user(table, Path(args.out) if args.out else None)
     print(f"wrote {len(entries)} speed-table rows to {path}")
