@@ -15,23 +15,37 @@ import pytest
 pytest.importorskip("vllm")
 
 from vit_backend_plugin.tools import flashinfer_check as engine_check  # noqa: E402
+from vit_backend_plugin.tools.decode_stats import (  # noqa: E402
+    decode_row,
+    pair_order,
+    paired_decode_stats,
+    paired_line,
+)
+from vit_backend_plugin.tools.flashinfer_check.counter import BuildCounter, wrap_builders  # noqa: E402
+from vit_backend_plugin.tools.flashinfer_check.model import make_model_dir, parity_prompts  # noqa: E402
+from vit_backend_plugin.tools.flashinfer_check.phases import abba  # noqa: E402
+from vit_backend_plugin.tools.flashinfer_check.results import (  # noqa: E402
+    compare_parity,
+    pool_decode_rounds,
+)
+from vit_backend_plugin.tools.flashinfer_check.runner import _spawn, child_name  # noqa: E402
 
 
 def test_model_dir_is_a_qwen2_decoder_vllm_accepts(tmp_path):
     from vllm.config import ModelConfig
 
-    d = engine_check.make_model_dir(tmp_path)
+    d = make_model_dir(tmp_path)
     assert (d / "tokenizer.json").is_file()  # the demo tokenizer, copied
     mc = ModelConfig(model=str(d), dtype="bfloat16", max_model_len=2048)
     # Qwen2.5-0.5B's attention shape: head size 64, 14 query and 2 KV heads, 24 layers
     assert mc.get_head_size() == 64 and mc.get_total_num_kv_heads() == 2
     assert mc.get_total_num_hidden_layers() == 24 and mc.architecture == "Qwen2ForCausalLM"
-    assert engine_check.make_model_dir(tmp_path) == d  # made once
+    assert make_model_dir(tmp_path) == d  # made once
 
 
 def test_parity_prompts_repeat_a_motif_and_are_seeded():
-    a, b = engine_check.parity_prompts(seed=7), engine_check.parity_prompts(seed=7)
-    assert a == b and a != engine_check.parity_prompts(seed=8)
+    a, b = parity_prompts(seed=7), parity_prompts(seed=7)
+    assert a == b and a != parity_prompts(seed=8)
     lens = [len(p) for p in a]
     assert min(lens) >= 8 and max(lens) > 512  # longer than the 512-token budget: chunked prefills
     # n-gram lookup needs repeats: most 3-grams of a prompt occur more than once
@@ -43,7 +57,7 @@ def test_parity_prompts_repeat_a_motif_and_are_seeded():
 def test_compare_parity_names_the_differing_prompts():
     res = {"FLASHINFER": {"tokens": [[1, 2], [3, 4], [5]]},
            "FLASHINFER_HOST": {"tokens": [[1, 2], [3, 9], [5]]}}
-    cmp = engine_check.compare_parity(res)
+    cmp = compare_parity(res)
     assert cmp["FLASHINFER"]["identical"] is True
     assert cmp["FLASHINFER_HOST"] == {"identical": False, "differing_prompts": [1], "tokens": 5}
 
@@ -60,7 +74,7 @@ def test_build_counter_counts_each_outermost_build_once(tmp_path, monkeypatch):
     for cls in (FlashInferMetadataBuilder, FlashInferHostMetadataBuilder):
         monkeypatch.setattr(cls, "build", cls.build)  # the wrap below is undone after the test
     env = make_env(tmp_path)
-    counter = engine_check.BuildCounter()
+    counter = BuildCounter()
     counter.wrap(FlashInferMetadataBuilder)
     counter.wrap(FlashInferHostMetadataBuilder)
     host = env["make"](num_spec=3)
@@ -93,7 +107,7 @@ def test_timing_only_counter_times_builds_without_the_sync_detector(tmp_path, mo
         monkeypatch.setattr(cls, "build", cls.build)
     monkeypatch.setattr(sync_count, "count_syncs", lambda fn: pytest.fail("sync detector engaged"))
     env = make_env(tmp_path)
-    counter = engine_check.wrap_builders("FLASHINFER_HOST", count_syncs=False)
+    counter = wrap_builders("FLASHINFER_HOST", count_syncs=False)
     host = env["make"](num_spec=0)
     for _ in range(2):
         host.build(0, batch([1, 1], [40, 47])[0])
@@ -105,19 +119,19 @@ def test_timing_only_counter_times_builds_without_the_sync_detector(tmp_path, mo
 
 
 def test_decode_rounds_start_abba_and_pool_every_rounds_repeats():
-    order = engine_check.abba(["FLASHINFER", "FLASHINFER_HOST"], 3)
+    order = abba(["FLASHINFER", "FLASHINFER_HOST"], 3)
     assert [b for _, b in order] == ["FLASHINFER", "FLASHINFER_HOST", "FLASHINFER_HOST", "FLASHINFER",
                                      "FLASHINFER", "FLASHINFER_HOST"]
     assert [r for r, _ in order] == [0, 0, 1, 1, 2, 2]
-    r0 = {"rows": [{**engine_check.decode_row(4, [1.0, 1.2, 1.1], [0.1, 0.1, 0.1]), "mean_build_host_us": 100.0}]}
-    r1 = {"rows": [{**engine_check.decode_row(4, [2.0, 2.2, 2.1], [0.3, 0.3, 0.3]), "mean_build_host_us": 140.0}]}
-    (row,) = engine_check.pool_decode_rounds([r0, r1])
+    r0 = {"rows": [{**decode_row(4, [1.0, 1.2, 1.1], [0.1, 0.1, 0.1]), "mean_build_host_us": 100.0}]}
+    r1 = {"rows": [{**decode_row(4, [2.0, 2.2, 2.1], [0.3, 0.3, 0.3]), "mean_build_host_us": 140.0}]}
+    (row,) = pool_decode_rounds([r0, r1])
     assert row["mean_build_host_us"] == pytest.approx(120.0)
     assert row["t128_s"] == [1.0, 1.2, 1.1, 2.0, 2.2, 2.1]
     # medians of the pooled repeats (1.6 s and 0.2 s), not of either round (1.1 s, 2.1 s)
     assert row["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.6)
     assert row["tpot_ms"] == pytest.approx((1.6 - 0.2) / 127 * 1000)
-    names = {engine_check.child_name({"phase": "decode", "backend": "FLASHINFER", "cudagraphs": cg, "round": r})
+    names = {child_name({"phase": "decode", "backend": "FLASHINFER", "cudagraphs": cg, "round": r})
              for cg in (False, True) for r in (0, 1)}
     assert len(names) == 4  # no child overwrites another's JSON
 
@@ -130,7 +144,7 @@ def test_a_failing_child_is_reported_not_raised_and_leaves_its_log(tmp_path, cap
     args = argparse.Namespace(model_runner="default", v2_spec_host="default", timeout=300)
     spec = {"phase": "decode", "backend": "FLASHINFER", "sizes": [1], "repeats": 1, "cudagraphs": False,
             "model_dir": str(tmp_path / "missing")}
-    assert engine_check._spawn(spec, tmp_path, args) is None
+    assert _spawn(spec, tmp_path, args) is None
     log = tmp_path / "decode_FLASHINFER.log"
     assert log.is_file() and "--child" in log.read_text()
     assert "decode_FLASHINFER FAILED" in capsys.readouterr().out
@@ -138,18 +152,18 @@ def test_a_failing_child_is_reported_not_raised_and_leaves_its_log(tmp_path, cap
 
 # ----------------------------------------------------------------------------- decode_paired
 def _pairs(stock_t128, ours_t128, t1=0.05):
-    return [{"first": engine_check.pair_order(i)[0], "t128_s": {"stock": s, "ours": o},
+    return [{"first": pair_order(i)[0], "t128_s": {"stock": s, "ours": o},
              "t1_s": {"stock": t1, "ours": t1}} for i, (s, o) in enumerate(zip(stock_t128, ours_t128, strict=True))]
 
 
 def test_pairs_alternate_which_engine_goes_first():
-    assert [engine_check.pair_order(i) for i in range(4)] == [
+    assert [pair_order(i) for i in range(4)] == [
         ("stock", "ours"), ("ours", "stock"), ("stock", "ours"), ("ours", "stock")]
 
 
 def test_paired_stats_ratio_direction_and_tpot_when_ours_is_slower():
     # ours takes 1.25x stock's wall time in every pair: tok/s ours/stock 0.8, not 1.25
-    row = engine_check.paired_decode_stats(4, _pairs([1.0] * 6, [1.25] * 6))
+    row = paired_decode_stats(4, _pairs([1.0] * 6, [1.25] * 6))
     assert row["tok_s_ours_over_stock"] == pytest.approx(0.8)
     assert row["ours"]["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.25)
     assert row["stock"]["output_tokens_per_s"] == pytest.approx(4 * 128 / 1.0)
@@ -168,28 +182,28 @@ def test_paired_stats_cancel_drift_that_the_unpaired_medians_keep():
     jitter = [1.0, 1.01, 0.99, 1.005, 0.995, 1.0, 1.008, 0.992]
     stock = drift
     ours = [d / (1.03 * j) for d, j in zip(drift, jitter, strict=True)]
-    row = engine_check.paired_decode_stats(16, _pairs(stock, ours), seed=3)
+    row = paired_decode_stats(16, _pairs(stock, ours), seed=3)
     lo, hi = row["tok_s_ours_over_stock_ci95"]
     assert lo <= row["tok_s_ours_over_stock"] <= hi
     assert 1.015 < lo and hi < 1.045 and row["tok_s_ours_over_stock"] == pytest.approx(1.03, abs=0.005)
     assert row["p_ours_slower_wilcoxon"] > 0.95 and row["pairs_ours_slower"] == 0
     # the unpaired medians spread over the drift: their 5% noise in each backend's repeats
     assert max(row["stock"]["t128_s"]) / min(row["stock"]["t128_s"]) > 1.3
-    slower = engine_check.paired_decode_stats(16, _pairs(ours, stock), seed=3)
+    slower = paired_decode_stats(16, _pairs(ours, stock), seed=3)
     assert slower["tok_s_ours_over_stock"] == pytest.approx(1 / 1.03, abs=0.005)
     assert slower["p_ours_slower_wilcoxon"] < 0.01 and slower["p_ours_slower_sign"] < 0.01
     # seeded: the same interval again
-    assert engine_check.paired_decode_stats(16, _pairs(stock, ours), seed=3)["tok_s_ours_over_stock_ci95"] == [lo, hi]
+    assert paired_decode_stats(16, _pairs(stock, ours), seed=3)["tok_s_ours_over_stock_ci95"] == [lo, hi]
 
 
 def test_paired_stats_with_one_pair_or_no_difference_say_so():
-    one = engine_check.paired_decode_stats(1, _pairs([1.0], [0.9]))
+    one = paired_decode_stats(1, _pairs([1.0], [0.9]))
     assert one["tok_s_ours_over_stock_ci95"] is None and one["tok_s_ours_over_stock"] == pytest.approx(1 / 0.9)
-    same = engine_check.paired_decode_stats(1, _pairs([1.0, 1.1], [1.0, 1.1]))
+    same = paired_decode_stats(1, _pairs([1.0, 1.1], [1.0, 1.1]))
     assert same["p_ours_slower_wilcoxon"] is None and same["tok_s_ours_over_stock_ci95"] == [1.0, 1.0]
     with pytest.raises(ValueError, match="not 0 < t1 < t128"):  # a 128-token run no longer than 1 token
-        engine_check.paired_decode_stats(1, _pairs([1.0, 1.0], [1.0, 0.05]))
-    assert "paired bs=   1 tok/s ours/stock 1.111 [n/a]" in engine_check.paired_line(one)
+        paired_decode_stats(1, _pairs([1.0, 1.0], [1.0, 0.05]))
+    assert "paired bs=   1 tok/s ours/stock 1.111 [n/a]" in paired_line(one)
 
 
 def test_pooled_pairs_resolve_what_each_batch_size_alone_cannot():
@@ -198,7 +212,7 @@ def test_pooled_pairs_resolve_what_each_batch_size_alone_cannot():
     from vit_backend_plugin.tools.decode_stats import pooled_pair_stats
 
     swing = [1.12, 0.88, 1.1, 0.9, 1.06, 0.94, 1.02, 0.98]
-    rows = [engine_check.paired_decode_stats(bs, _pairs([1.0] * 8, [1.0 / (0.96 * w) for w in swing]))
+    rows = [paired_decode_stats(bs, _pairs([1.0] * 8, [1.0 / (0.96 * w) for w in swing]))
             for bs in (1, 16, 256)]
     assert all(r["p_ours_slower_wilcoxon"] > 0.05 for r in rows)
     pooled = pooled_pair_stats(rows)
@@ -207,7 +221,7 @@ def test_pooled_pairs_resolve_what_each_batch_size_alone_cannot():
     lo, hi = pooled["tok_s_ours_over_stock_geomean_ci95"]
     assert lo < pooled["tok_s_ours_over_stock_geomean"] < hi < 1.0
     assert pooled["p_ours_slower_wilcoxon"] < 0.05
-    faster = pooled_pair_stats([engine_check.paired_decode_stats(1, _pairs([1.0] * 8, [0.96 * w for w in swing]))])
+    faster = pooled_pair_stats([paired_decode_stats(1, _pairs([1.0] * 8, [0.96 * w for w in swing]))])
     assert faster["p_ours_slower_wilcoxon"] > 0.5
 
 
