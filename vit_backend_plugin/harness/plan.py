@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from vit_backend_plugin.harness.commands import accuracy_command, throughput_command
-from vit_backend_plugin.harness.config import DEMO_SCHEME, Config, ConfigError, validate_environment
+from vit_backend_plugin.harness.config import DEMO_SCHEME, Config, ConfigError
+from vit_backend_plugin.harness.config_checks import validate_environment
 from vit_backend_plugin.rundir.layout import RunInfo
 
 # Config keys that do not change what a backend's results mean (a rerun may change them freely).
