@@ -3,6 +3,7 @@ problem, and a report is still written (no traceback). The runner's check agrees
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from test_report_fixtures import Backend, baseline_answers, make_run
 
 from vit_backend_plugin.harness.verify import verify_accuracy
 from vit_backend_plugin.report import build_report
+from vit_backend_plugin.report import cli as report_cli
 from vit_backend_plugin.rundir.layout import BackendStatus
 
 
@@ -97,3 +99,16 @@ def test_a_results_file_of_the_wrong_shape(tmp_path, damage):
         assert s["parity"]["y"]["verdict"] == "ERROR"
     else:
         assert y["accuracy"] == s["backends"]["x"]["accuracy"]  # the root row still read
+
+
+@pytest.mark.parametrize("change", [{"config": ["parity"]}, {"backends": "xy"}, {"tasks": [1]}],
+                         ids=["config-list", "backends-text", "tasks-numbers"])
+def test_a_run_json_of_the_wrong_shape_is_a_one_line_error(tmp_path, capsys, change):
+    run = run_dir(tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, **change}))
+    parser = argparse.ArgumentParser()
+    report_cli.add_arguments(parser)
+    assert report_cli.main(parser.parse_args([str(run)])) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "run.json" in err and "unreadable" in err, err
