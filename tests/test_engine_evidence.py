@@ -12,7 +12,7 @@ from vit_backend_plugin.tools import record_engine as engine_evidence
 
 
 def write_run(root, backends, encoder, log_names, head=72, dtype="bfloat16", engine="vllm", arch=None):
-    RunInfo(run_id="siglip_896", engine=engine, backends=backends, baseline=backends[0],
+    RunInfo(run_id="siglip_896", engine=engine, arms=backends, baseline=backends[0],
             tasks=["mmmu_val"], model="m").write(root)
     for b in backends:
         d = root / b

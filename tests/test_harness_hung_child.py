@@ -18,7 +18,7 @@ import pytest
 from vit_backend_plugin.harness import runner
 from vit_backend_plugin.harness.commands import PhaseCommand
 from vit_backend_plugin.harness.config import parse_config
-from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT, BackendStatus
+from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT, ArmStatus
 
 SLEEP = 600  # a hung child would sleep this long: the test finishing in seconds proves it was ended
 
@@ -76,18 +76,18 @@ def test_hung_after_results_is_terminated_and_counted_complete_timeout_without_r
     assert took < 60, took  # neither sleeping child was waited for
     assert rc == 1  # one backend crashed
 
-    eager = BackendStatus.read(p.run_dir / "eager")
+    eager = ArmStatus.read(p.run_dir / "eager")
     assert eager.phases == {"accuracy": "complete", "throughput": "complete"}
     assert "terminated" in eager.notes["accuracy"] and eager.errors == {}
     assert "terminated" in (p.run_dir / "eager" / "accuracy.log").read_text()
 
-    sdpa = BackendStatus.read(p.run_dir / "sdpa")
+    sdpa = ArmStatus.read(p.run_dir / "sdpa")
     assert sdpa.phases["accuracy"] == "failed"
     assert sdpa.errors["accuracy"].startswith("crashed: no complete results after the time limit")
     assert sdpa.phases["throughput"] == "complete"  # its other phase still ran
 
     # the run went on with the next backend, which exits normally: no note
-    fa2 = BackendStatus.read(p.run_dir / "flash_attention_2")
+    fa2 = ArmStatus.read(p.run_dir / "flash_attention_2")
     assert fa2.complete and fa2.notes == {}
 
     # a rerun keeps the terminated-but-complete backend (its files verify)
@@ -122,7 +122,7 @@ def test_accuracy_false_runs_throughput_only(tmp_path, monkeypatch):
     fake_commands(monkeypatch, hung=set(), silent=set())
     p = plan(tmp_path, ["sdpa"], accuracy=False)
     assert runner.execute(p, report=False) == 0
-    st = BackendStatus.read(p.run_dir / "sdpa")
+    st = ArmStatus.read(p.run_dir / "sdpa")
     assert st.complete
     assert not list((p.run_dir / "sdpa" / LM_EVAL_DIR).rglob("results_*.json"))  # nothing ran
     assert json.loads((p.run_dir / "sdpa" / THROUGHPUT).read_text())["metrics"]["images_per_s"] == 1.0

@@ -13,7 +13,7 @@ from test_report_fixtures import Backend, baseline_answers, make_run
 from vit_backend_plugin.harness.verify import verify_accuracy
 from vit_backend_plugin.report import build_report
 from vit_backend_plugin.report import cli as report_cli
-from vit_backend_plugin.rundir.layout import BackendStatus
+from vit_backend_plugin.rundir.layout import ArmStatus
 
 
 def run_dir(tmp_path: Path) -> Path:
@@ -65,7 +65,7 @@ def test_a_samples_file_of_binary_garbage(tmp_path):
 def test_a_status_json_of_the_wrong_shape_is_unreadable(tmp_path, status):
     run = run_dir(tmp_path)
     (run / "y" / "status.json").write_text(json.dumps(status))
-    assert BackendStatus.read(run / "y") is None  # the runner redoes the backend
+    assert ArmStatus.read(run / "y") is None  # the runner redoes the backend
     s, md = report(run)
     y = s["backends"]["y"]
     assert y["state"] == "incomplete"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from vit_backend_plugin.common.files import atomic_write_json
-from vit_backend_plugin.rundir.layout import BackendStatus, RunInfo
+from vit_backend_plugin.rundir.layout import ArmStatus, RunInfo
 
 lm_eval = pytest.importorskip("lm_eval")
 from lm_eval.api.metrics import (  # noqa: E402
@@ -185,7 +185,7 @@ def make_run(root: Path, backends: dict[str, Backend], *, baseline: str | None =
     config = {"engine": engine, "backends": names, "tasks": ["mmmu_val"]}
     if parity is not None:
         config["parity"] = parity
-    RunInfo(run_id=run_id, engine=engine, backends=names, baseline=baseline or names[0],
+    RunInfo(run_id=run_id, engine=engine, arms=names, baseline=baseline or names[0],
             tasks=["mmmu_val"], model=MODEL, config=config).write(run_dir)
     for name, b in backends.items():
         if not b.exists:
@@ -193,7 +193,7 @@ def make_run(root: Path, backends: dict[str, Backend], *, baseline: str | None =
         bdir = run_dir / name
         bdir.mkdir(parents=True, exist_ok=True)
         phases = b.phases or {"accuracy": "complete", "throughput": "complete"}
-        BackendStatus(backend=name, phases=phases, errors=b.errors).write(bdir)
+        ArmStatus(arm=name, phases=phases, errors=b.errors).write(bdir)
         if b.answers is not None:
             write_lm_eval(bdir / "lm_eval", b.answers)
         if b.speed is not None:

@@ -14,7 +14,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from vit_backend_plugin.rundir.layout import PHASES, BackendStatus
+from vit_backend_plugin.rundir.layout import PHASES, ArmStatus
 
 if TYPE_CHECKING:
     from vit_backend_plugin.harness.plan import Plan
@@ -62,7 +62,7 @@ class Display:
         return update, finish
 
 
-def summary_table(plan: Plan, statuses: dict[str, BackendStatus]) -> Table:
+def summary_table(plan: Plan, statuses: dict[str, ArmStatus]) -> Table:
     t = Table(title=f"run {plan.run_dir}", show_lines=False)
     t.add_column("backend")
     for p in PHASES:

@@ -143,7 +143,8 @@ def write_run_info(plan: Plan) -> None:
     info = RunInfo(
         run_id=plan.run_dir.name,
         engine=cfg.engine,
-        backends=plan.backends,
+        arms=plan.backends,
+        arm_settings={b: {"backend": b} for b in plan.backends},
         baseline=cfg.baseline_name,
         tasks=list(cfg.tasks),
         model=cfg.model,

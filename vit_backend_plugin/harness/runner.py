@@ -49,7 +49,7 @@ from vit_backend_plugin.rundir.layout import (
     LM_EVAL_DIR,
     PHASES,
     THROUGHPUT,
-    BackendStatus,
+    ArmStatus,
     atomic_write_json,
 )
 
@@ -70,12 +70,12 @@ def _clean(phase: str, bdir: Path) -> None:
 
 
 def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
-                env_info: dict[str, Any]) -> BackendStatus:
+                env_info: dict[str, Any]) -> ArmStatus:
     cfg = plan.effective()
     bdir = plan.run_dir / backend
-    status = None if force else BackendStatus.read(bdir)
+    status = None if force else ArmStatus.read(bdir)
     if status is None:
-        status = BackendStatus(backend=backend)
+        status = ArmStatus(arm=backend)
     todo = []
     for phase in PHASES:
         state = status.phases.get(phase, "pending")
@@ -175,7 +175,7 @@ def execute(plan: Plan, *, force: bool = False, console: Console | None = None,
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(plan)
     env_info = environment_info()
-    statuses: dict[str, BackendStatus] = {}
+    statuses: dict[str, ArmStatus] = {}
     display = Display(console)
     display.say(f"run dir: {plan.run_dir}  engine: {plan.cfg.engine}  backends: "
                 f"{', '.join(plan.backends)} (baseline {plan.cfg.baseline_name})")

@@ -24,7 +24,7 @@ from vit_backend_plugin.rundir.layout import (
     LM_EVAL_DIR,
     RUN_INFO,
     THROUGHPUT,
-    BackendStatus,
+    ArmStatus,
     RunInfo,
 )
 from vit_backend_plugin.rundir.lm_eval_output import LmEvalOutput, read_output
@@ -199,7 +199,7 @@ def load_samples(results: LmEvalResults) -> Samples:
 class BackendData:
     name: str
     state: BackendState
-    status: BackendStatus | None = None
+    status: ArmStatus | None = None
     results: LmEvalResults | None = None
     samples: Samples | None = None
     throughput: dict[str, Any] | None = None
@@ -219,7 +219,7 @@ def load_backend(run_dir: Path, name: str) -> BackendData:
     bdir = run_dir / name
     if not bdir.is_dir():
         return BackendData(name, "missing", problems=["not run: no backend directory"])
-    status = BackendStatus.read(bdir)
+    status = ArmStatus.read(bdir)
     problems: list[str] = []
     if status is None:
         state: BackendState = "incomplete"
@@ -297,7 +297,7 @@ def load_run(run_dir: str | Path) -> RunData:
         first = e.errors()[0]
         problems.append(f"config parity thresholds invalid ({'.'.join(map(str, first['loc']))}: "
                         f"{first['msg']}); defaults used")
-    names = list(dict.fromkeys(info.backends))
+    names = list(dict.fromkeys(info.arms))
     if info.baseline not in names:
         problems.append(f"baseline {info.baseline!r} is not among the backends {names}")
         names.insert(0, info.baseline)

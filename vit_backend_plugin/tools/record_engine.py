@@ -41,7 +41,7 @@ def entry_from_run(run_dir: Path) -> speed_table.EngineEntry:
     if info.engine != "vllm":
         raise EvidenceError(f"{run_dir}: engine {info.engine!r}; engine evidence comes from vLLM runs")
     seen = []
-    for backend in info.backends:
+    for backend in info.arms:
         tp = load_backend(Path(run_dir), backend).throughput  # the report's validated reader
         if tp is None:
             continue  # not run, or its throughput phase failed: no evidence from it
