@@ -16,24 +16,25 @@ int32 [batch + 1]; one launch for the whole batch. Design notes (numbers in repo
 * Short sequences (e.g. Qwen2.5-VL's 64-token windows) take a packed path: one program handles
   PACK sequences of one head in a pipelined loop, one tile each (no online softmax needed).
 * Block shapes, warps, stages and the K/V cache modifier come from kernels/configs.json, keyed
-  by head_dim and max_seqlen buckets (data, re-tunable: see reports/kernels/NOTES.md).
+  by head_dim and max_seqlen buckets (data, re-tunable: see reports/kernels/NOTES.md); the
+  table's loading and lookup live in :mod:`vit_backend_plugin.kernels.triton_configs`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from functools import cache
-from importlib import resources
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from vit_backend_plugin.common.paths import user_configs_path
 from vit_backend_plugin.kernels._validate import check_inputs
+
+# The launch-config table and its lookup; load_configs / pick_config are also this module's API
+# (the tuner and tests import them from here; _table_plan reads load_configs through this name).
+from vit_backend_plugin.kernels.triton_configs import _pick_from, load_configs, pick_config  # noqa: F401
 
 LOG2E = 1.4426950408889634
 
@@ -328,34 +329,6 @@ def _needs_64bit_offsets_of(layouts: tuple[tuple[tuple[int, ...], tuple[int, ...
     """(shape, stride) pairs; an empty tensor has no offsets."""
     return any(sum((n - 1) * st for n, st in zip(shape, stride, strict=True)) >= 2**31 - 1
                for shape, stride in layouts if math.prod(shape))
-
-
-@cache
-def load_configs() -> dict:
-    """The user-local table from `vit-parity tune --kernel-configs` ($VIT_TRITON_CONFIGS or
-    ~/.cache/vit_backend_plugin/vit_triton_configs.json) if present, else kernels/configs.json."""
-    path = user_configs_path()
-    if path.is_file():
-        with open(path) as f:
-            return json.load(f)
-    return json.loads(resources.files("vit_backend_plugin.kernels").joinpath("configs.json").read_text())
-
-
-def pick_config(head_dim: int, max_seqlen: int, dtype: torch.dtype) -> dict:
-    """First rule whose head_dim and max_seqlen ranges (inclusive) and dtype (if given) match."""
-    return _pick_from(load_configs(), head_dim, max_seqlen, dtype)
-
-
-def _pick_from(table: dict, head_dim: int, max_seqlen: int, dtype: torch.dtype) -> dict:
-    dname = str(dtype).removeprefix("torch.")
-    for rule in table["rules"]:
-        lo, hi = rule.get("head_dim", [0, 1 << 30])
-        slo, shi = rule.get("max_seqlen", [0, 1 << 62])
-        if lo <= head_dim <= hi and slo <= max_seqlen <= shi and rule.get("dtype", dname) == dname:
-            cfg = dict(table.get("defaults", {}))
-            cfg.update(rule["config"])
-            return cfg
-    raise LookupError(f"no kernel config for head_dim={head_dim} max_seqlen={max_seqlen} {dname}")
 
 
 def vit_attention(
