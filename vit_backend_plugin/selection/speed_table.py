@@ -2,7 +2,8 @@
 
 Two tables: the one shipped in the package (``data/speed_table.json``, measured on an H100 by
 ``vit-parity bench-kernels``) and a user-local one written by ``vit-parity tune`` on the user's
-GPU (``$VIT_SPEED_TABLE`` or ``~/.cache/vit_backend_plugin/speed_table.json``). For a given
+GPU (``$VIT_SPEED_TABLE``, else ``speed_table.json`` under the plugin's cache directory,
+``$XDG_CACHE_HOME/vit_backend_plugin``: common/paths.py's one rule). For a given
 (capability, dtype, head size), rows of the user table take precedence: if it has any matching
 row, the shipped rows are ignored.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vit_backend_plugin.common.paths import user_speed_table_path
 from vit_backend_plugin.selection.resolver import Measurement
 
 
@@ -86,8 +88,6 @@ class SpeedTable(BaseModel):
 
 
 def user_table_path() -> Path:
-    from vit_backend_plugin.common.paths import user_speed_table_path
-
     return user_speed_table_path()
 
 
