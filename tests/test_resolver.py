@@ -2,13 +2,17 @@
 kernels, seed 001's chain, explicit choices, measured speeds, and property tests."""
 
 import itertools
+import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from vit_backend_plugin.selection.catalog import FEATURES, PLATFORMS, load_catalog
 from vit_backend_plugin.selection.resolver import (
+    DISPATCHER,
+    DISPATCHER_PREFERENCE,
+    PER_SHAPE_TOLERANCE,
     BackendSelectionError,
     Measurement,
     ResolveRequest,
@@ -202,6 +206,48 @@ def test_explicit_beats_measured():
     assert res.chosen == "TORCH_SDPA"
 
 
+def check_automatic_choice(r: ResolveRequest, res) -> str:
+    """What the resolver promises about an automatic choice (its module docstring), checked
+    independently of how it computes it; returns which case held: "static" (stock's static
+    order, kept by a guard or for want of measurements), "fastest" (no usable backend measured
+    faster, except those trailing the static choice on a measured shape) or "dispatcher"
+    (VIT_AUTO, with every faster one within DISPATCHER_PREFERENCE of it)."""
+    assert why_unusable(CAT.backends[res.chosen], validate(r, CAT)) is None
+    assert res.chosen in res.usable
+    order = CAT.static_order.get(r.platform, ())
+    static = next((n for n in order if n in res.usable), "TORCH_SDPA")
+    if res.how == "static":
+        assert res.chosen == static
+        return "static"
+    assert res.how == "measured"
+    assert all(n in r.measured for n in order if n in res.usable)  # nothing usable unmeasured
+    base = r.measured.get(static)
+
+    def trails_static(name):  # slower than stock's choice on some measured shape, beyond noise
+        m = r.measured[name]
+        return (name != static and base is not None and base.numerics_ok and bool(base.per_shape)
+                and len(m.per_shape) == len(base.per_shape)
+                and any(x < PER_SHAPE_TOLERANCE * b for x, b in zip(m.per_shape, base.per_shape, strict=True)))
+
+    m = r.measured[res.chosen]
+    assert m.numerics_ok and m.tflops > 0 and not trails_static(res.chosen)
+    faster = [x.tflops for n, x in r.measured.items()
+              if n in res.usable and x.numerics_ok and x.tflops > m.tflops and not trails_static(n)]
+    if not faster:
+        return "fastest"
+    assert res.chosen == DISPATCHER and max(faster) <= m.tflops * DISPATCHER_PREFERENCE
+    return "dispatcher"
+
+
+# The dispatcher within 3% of a single backend, every static-order backend measured: the
+# dispatcher branch (random dictionaries almost never measure the whole static order).
+DISPATCHER_CASE = dict(
+    head=80, dtype="bfloat16", platform="cuda", cap=(9, 0),
+    feats=frozenset({"vllm_flash_attn", "triton", "vit_triton_kernel", "torch_cudnn_sdpa"}),
+    speeds={"FLASH_ATTN": (300.0, True), "TORCH_SDPA_CUDNN": (400.0, True), "VIT_AUTO": (395.0, True),
+            "VIT_TRITON": (350.0, True), "TORCH_SDPA": (50.0, True)})
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     head=st.integers(1, 600),
@@ -212,19 +258,61 @@ def test_explicit_beats_measured():
     speeds=st.dictionaries(st.sampled_from(sorted(CAT.backends)),
                            st.tuples(st.floats(1, 1000), st.booleans()), max_size=5),
 )
+@example(**DISPATCHER_CASE)
 def test_chosen_is_always_usable(head, dtype, platform, cap, feats, speeds):
     r = req(head, dtype, cap, feats, platform,
             measured={k: Measurement(t, ok) for k, (t, ok) in speeds.items()})
-    res = resolve(r)
-    assert why_unusable(CAT.backends[res.chosen], validate(r, CAT)) is None
-    assert res.chosen in res.usable
-    order = CAT.static_order.get(platform, ())
-    if res.how == "measured":
-        assert all(n in r.measured for n in order if n in res.usable)  # nothing usable unmeasured
-        m = r.measured[res.chosen]
-        assert m.numerics_ok
-        faster = [n for n, x in r.measured.items() if x.tflops > m.tflops and x.numerics_ok]
-        assert all(n not in res.usable for n in faster)
+    event(check_automatic_choice(r, resolve(r)))
+
+
+def test_the_dispatcher_example_reaches_the_dispatcher_branch():
+    c = DISPATCHER_CASE
+    r = req(c["head"], c["dtype"], c["cap"], c["feats"], c["platform"],
+            measured={k: Measurement(t, ok) for k, (t, ok) in c["speeds"].items()})
+    assert check_automatic_choice(r, resolve(r)) == "dispatcher"
+
+
+@st.composite
+def measured_cuda_requests(draw):
+    """Requests on a CUDA GPU where the measured path is reachable: every backend of the static
+    order gets a measurement, most with per-shape speeds (the per-shape guard), and VIT_AUTO is
+    drawn within a few percent of the fastest single backend (the dispatcher's margin)."""
+    head = draw(st.sampled_from([32, 64, 72, 80, 88, 96, 100, 128, 256]))
+    dtype = draw(st.sampled_from(["float16", "bfloat16"]))
+    cap = draw(st.sampled_from([(7, 5), (8, 0), (9, 0), (10, 0)]))
+    feats = draw(st.frozensets(st.sampled_from(sorted(FEATURES)))) | {"triton", "vit_triton_kernel"}
+    shapes = draw(st.integers(0, 3))
+    names = sorted(set(CAT.static_order["cuda"]) | {"TORCH_SDPA_CUDNN", "TRITON_ATTN"}
+                   | draw(st.frozensets(st.sampled_from(sorted(CAT.backends)))))
+    measured = {}
+    for n in names:
+        per = tuple(draw(st.lists(st.floats(1, 1000), min_size=shapes, max_size=shapes)))
+        tflops = draw(st.floats(1, 1000)) if not per else math.prod(per) ** (1 / len(per))
+        measured[n] = Measurement(tflops, draw(st.booleans() | st.just(True)), per)
+    singles = [m.tflops for n, m in measured.items() if n != DISPATCHER and m.numerics_ok]
+    if singles and draw(st.booleans()):
+        top = max(singles)
+        ratio = draw(st.floats(1.0, DISPATCHER_PREFERENCE * 1.02))
+        per = tuple(x / ratio for x in measured.get("FLASH_ATTN", Measurement(top)).per_shape)
+        measured[DISPATCHER] = Measurement(top / ratio, True, per if len(per) == shapes else ())
+    return req(head, dtype, cap, feats, measured=measured)
+
+
+def test_measured_choice_is_the_fastest_or_the_dispatcher_within_its_margin():
+    """The property over requests that reach every branch; it asserts that they do (the run is
+    derandomized, so the counts are the same on every run)."""
+    seen = []
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(r=measured_cuda_requests())
+    def prop(r):
+        case = check_automatic_choice(r, resolve(r))
+        event(case)
+        seen.append(case)
+
+    prop()
+    counts = {c: seen.count(c) for c in ("static", "fastest", "dispatcher")}
+    assert all(n >= 10 for n in counts.values()), counts
 
 
 @settings(max_examples=200, deadline=None)
