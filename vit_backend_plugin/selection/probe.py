@@ -18,6 +18,9 @@ import os
 
 logger = logging.getLogger(__name__)
 
+# Our Triton kernel's module (the package itself exports nothing: it imports no kernel).
+KERNEL_MODULE = "vit_backend_plugin.kernels.triton_vit"
+
 
 def _has_spec(name: str) -> bool:
     try:
@@ -43,7 +46,7 @@ def installed_features() -> frozenset[str]:
     for pkg in ("flash_attn", "xformers", "flashinfer", "triton", "aiter"):
         if _has_spec(pkg):
             feats.add(pkg)
-    if _has_spec("vit_backend_plugin.kernels"):
+    if _has_spec(KERNEL_MODULE):
         feats.add("vit_triton_kernel")
     if _has_spec("torch"):
         feats.update({"torch_cudnn_sdpa", "torch_flash_sdpa"})
@@ -72,7 +75,7 @@ def runtime_features(platform: str) -> frozenset[str]:
             feats.add("flashinfer")
         if _imports("triton"):
             feats.add("triton")
-            if _imports("vit_backend_plugin.kernels", "vit_attention"):
+            if _imports(KERNEL_MODULE, "vit_attention"):
                 feats.add("vit_triton_kernel")
         if _has_spec("aiter") and _imports("aiter"):
             feats.add("aiter")
@@ -90,7 +93,7 @@ def runtime_features(platform: str) -> frozenset[str]:
             pass
     if platform == "cpu" and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         # Triton's interpreter runs our kernel on CPU tensors (an explicit choice only: slow).
-        if _imports("triton") and _imports("vit_backend_plugin.kernels", "vit_attention"):
+        if _imports("triton") and _imports(KERNEL_MODULE, "vit_attention"):
             feats.update({"triton_interpreter", "vit_triton_kernel"})
     logger.debug("vit-backend-plugin runtime features (%s): %s", platform, sorted(feats))
     return frozenset(feats)

@@ -19,7 +19,7 @@ Policy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -140,6 +140,15 @@ def why_unusable(spec: BackendSpec, req: ResolveRequest) -> str | None:
             f" (install: {spec.install_hint})" if spec.install_hint else ""
         )
     return None
+
+
+def usable_among(names: Iterable[str], req: ResolveRequest,
+                 catalog: Catalog | None = None) -> tuple[str, ...]:
+    """Those of ``names`` that can run for ``req``, in their order: the rule :func:`resolve`
+    applies, for a caller that chooses among a few backends per call (VIT_AUTO)."""
+    catalog = catalog or load_catalog()
+    req = validate(req, catalog)
+    return tuple(n for n in names if why_unusable(catalog.backends[n], req) is None)
 
 
 def validate(req: ResolveRequest, catalog: Catalog) -> ResolveRequest:
@@ -303,5 +312,6 @@ __all__ = [
     "ResolveRequest",
     "ResolverInputError",
     "resolve",
+    "usable_among",
     "why_unusable",
 ]
