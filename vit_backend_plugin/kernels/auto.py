@@ -5,14 +5,20 @@ as the measured-speed table says for this call's shape.
 vLLM picks a ViT backend once per process, before it sees an image, and no single kernel wins
 every shape (H100: FA3 long and mixed-length batches, cuDNN equal-length batches of image size,
 ours windows and d64). The decision uses host-side facts only, so it costs no device sync: head
-size, dtype, whether all sequences have equal length (total tokens == batch * max_seqlen), the
-max_seqlen bucket and the number of sequences, and whether the call is being captured in a CUDA
+size, dtype, whether all sequences have equal length (total tokens == batch * max_seqlen),
+max_seqlen, the number of sequences and of heads, and whether the call is being captured in a CUDA
 graph. Captured, a call costs its GPU time; eager (vLLM's default for the encoder), the host issues
 every call, and a backend whose host time exceeds its GPU time costs its host time: table rows that
 record each backend's host time per call (``host_us``) let short calls avoid the backend that is
 fastest on the GPU but slowest to issue (cuDNN). The table is data (``data/speed_table.json``, or
-the user table written by `vit-parity tune`); with no row for a shape, FlashAttention where it
-runs this head size, else our kernel.
+the user table written by `vit-parity tune`).
+
+A row decides only for calls near its measured shape (:mod:`vit_backend_plugin.kernels.row_distance`:
+within the limits of ``data/vit_auto_nearness.yaml`` in length, number of sequences and heads);
+with no near row, the backend stock vLLM would use: FlashAttention where it runs the call, else
+our kernel. Which of the three can run a call is the resolver's own rule (the catalog, this
+process's features from :mod:`vit_backend_plugin.selection.probe` and the GPU's compute
+capability: vLLM's FlashAttention and cuDNN need 8.0, our kernel 7.5 in fp16).
 
 In vLLM's encoder CUDA-graph capture (the plugin's op passes ``capturing=True``) the tokens are
 padded to a budget and max_seqlen is only an upper bound: equal lengths can't be told from shapes
@@ -23,10 +29,12 @@ whose padding rows stay as the caller set them), never TORCH_SDPA_CUDNN.
 from __future__ import annotations
 
 import functools
-import math
 
 from vit_backend_plugin.kernels._validate import as_max_seqlen
 from vit_backend_plugin.kernels.registry import load_kernel
+from vit_backend_plugin.kernels.row_distance import nearest_row_distance
+from vit_backend_plugin.selection import probe
+from vit_backend_plugin.selection.resolver import ResolveRequest, usable_among
 
 DEFAULT = "VIT_TRITON"
 CHOICES = ("FLASH_ATTN", "TORCH_SDPA_CUDNN", "VIT_TRITON")
@@ -48,26 +56,24 @@ def call_cost_us(tflops: float, host_us: float | None, call_flops: float | None)
 
 def choose(rows: list[dict], equal_lengths: bool, max_seqlen: int, num_seqs: int | None = None,
            available: tuple[str, ...] = CHOICES, default: str = DEFAULT, *,
-           call_flops: float | None = None) -> str:
-    """Pure policy. ``rows``: speed-table entries (dicts) for one device/dtype/head size. Among the
-    rows of the same kind (equal or mixed lengths) whose bucket holds max_seqlen, the narrowest
-    bucket, then the nearest number of sequences, decides between ``available``; numerics must
-    have passed; the default keeps its place unless another is MARGIN faster.
+           call_flops: float | None = None, num_heads: int | None = None) -> str:
+    """Pure policy. ``rows``: speed-table entries (dicts) for one device/dtype/head size. The row
+    nearest to the call (:func:`nearest_row_distance`: same kind, equal or mixed lengths; bucket
+    holding max_seqlen, narrowest, then nearest in length, number of sequences and ``num_heads``)
+    decides between ``available`` if the call is near it; otherwise, or with no such row, the
+    ``default`` (stock vLLM's backend for the call). Numerics must have passed; the default keeps
+    its place unless another is MARGIN faster.
 
     ``call_flops`` (an eager call: the host issues it) with a row that has every candidate's
     ``host_us``: the cost is :func:`call_cost_us`, so a backend whose GPU time is shorter than its
     host time is charged its host time (cuDNN's is the highest: on short calls it is faster on the
     GPU and slower back to back). ``None`` (a CUDA graph replays the call: no host time per call)
     or no host times in the row: GPU time alone."""
-    fit = [r for r in rows
-           if r.get("equal_lengths") is equal_lengths and r["seq_len"][0] <= max_seqlen <= r["seq_len"][1]]
-    if not fit:
+    near = nearest_row_distance(rows, equal_lengths=equal_lengths, max_seqlen=max_seqlen,
+                                num_seqs=num_seqs, num_heads=num_heads)
+    if near is None or not near["near"]:  # the table has not measured anything like this call
         return default
-    width = min(r["seq_len"][1] - r["seq_len"][0] for r in fit)
-    fit = [r for r in fit if r["seq_len"][1] - r["seq_len"][0] == width]
-    if num_seqs and any(r.get("num_seqs") for r in fit):
-        fit.sort(key=lambda r: abs(math.log2(r.get("num_seqs") or 1) - math.log2(num_seqs)))
-    row = fit[0]
+    row = rows[near["index"]]
     ok = [n for n, t in row["tflops"].items()
           if n in available and t > 0 and row.get("numerics_ok", {}).get(n, False)]
     if not ok:
@@ -102,21 +108,24 @@ def _rows(capability: tuple[int, int], dtype: str, head_size: int) -> tuple[dict
     return ()
 
 
-@functools.cache
-def _available(is_cuda: bool, dtype: str, head_size: int) -> tuple[str, ...]:
-    """Which CHOICES can run this call. cuDNN only needs to exist: our calls force it on."""
-    if not is_cuda:
-        return (DEFAULT,)
-    import torch
+def available_choices(capability: tuple[int, int], dtype: str, head_size: int,
+                      features: frozenset[str]) -> tuple[str, ...]:
+    """Which CHOICES can run a call on a CUDA device of ``capability`` with ``features`` (what
+    :mod:`~vit_backend_plugin.selection.probe` finds): the resolver's rule, from the catalog, so
+    VIT_AUTO never routes a call to a kernel the resolver would refuse (vLLM's FlashAttention on
+    compute capability 7.5, say). Pure. cuDNN only needs to exist: our calls force it on."""
+    req = ResolveRequest(head_size=head_size, dtype=dtype, platform="cuda",
+                         capability=tuple(capability), features=frozenset(features))
+    return usable_among(CHOICES, req)
 
-    half = dtype in ("float16", "bfloat16")
-    out = []
-    if half and head_size % 8 == 0 and head_size <= 256 and _vllm_flash_attn() is not None:
-        out.append("FLASH_ATTN")
-    if half and head_size % 8 == 0 and torch.backends.cudnn.is_available():
-        out.append("TORCH_SDPA_CUDNN")
-    out.append("VIT_TRITON")
-    return tuple(out)
+
+@functools.cache
+def _available(capability: tuple[int, int] | None, dtype: str, head_size: int) -> tuple[str, ...]:
+    """:func:`available_choices` with this process's features. ``capability`` None: not a CUDA
+    tensor, where only our kernel runs (under Triton's interpreter)."""
+    if capability is None:
+        return (DEFAULT,)
+    return available_choices(capability, dtype, head_size, probe.runtime_features("cuda"))
 
 
 @functools.cache
@@ -150,14 +159,17 @@ def vllm_flash_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, ou
 @functools.lru_cache(maxsize=4096)
 def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_lengths: bool,
            max_seqlen: int, num_seqs: int, is_cuda: bool, capturing: bool = False,
-           call_flops: float | None = None) -> str:
-    """``call_flops``: None when the call is captured in a CUDA graph (GPU time decides)."""
-    available = _available(is_cuda, dtype, head_size)
+           call_flops: float | None = None, num_heads: int | None = None) -> str:
+    """The backend for one call; cached on every input that changes it (the table, the features
+    and the nearness limits are fixed per process). ``call_flops``: None when the call is
+    captured in a CUDA graph (GPU time decides). ``num_heads``: the call's query heads."""
+    available = _available(capability if is_cuda else None, dtype, head_size)
     if capturing:  # padded inputs: cuDNN's equal-length shortcut would attend over the padding
         available = tuple(n for n in available if n != "TORCH_SDPA_CUDNN")
     default = "FLASH_ATTN" if "FLASH_ATTN" in available else DEFAULT
     return choose(list(_rows(capability, dtype, head_size)), equal_lengths, max_seqlen, num_seqs,
-                  available, default, call_flops=None if capturing else call_flops)
+                  available, default, call_flops=None if capturing else call_flops,
+                  num_heads=num_heads)
 
 
 def eager_call_flops(q, max_seqlen: int) -> float | None:
@@ -186,7 +198,7 @@ def vit_auto_attention(q, k, v, cu_seqlens, max_seqlen, softmax_scale=None, *,
     is_cuda = q.is_cuda
     cap = _capability(q.get_device()) if is_cuda else (0, 0)  # get_device: the CUDA index
     name = decide(cap, _dtype_name(q.dtype), q.shape[-1], equal, max_seqlen, batch, is_cuda,
-                  capturing, None if capturing else eager_call_flops(q, max_seqlen))
+                  capturing, None if capturing else eager_call_flops(q, max_seqlen), q.shape[-2])
     if name == "FLASH_ATTN":
         if softmax_scale is None:
             softmax_scale = q.shape[-1] ** -0.5
