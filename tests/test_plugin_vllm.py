@@ -105,7 +105,7 @@ print("RESULT " + json.dumps({"attempted": status()["attempted"], "patched": is_
 FAULTS = {
     # fault name -> code run before load_general_plugins()
     "oot_registration_raises": """
-import vit_backend_plugin.vllm_glue.mm_encoder as m
+import vit_backend_plugin.vllm_glue.registration as m
 def boom(): raise RuntimeError("injected")
 m.register_oot = boom
 """,
@@ -165,27 +165,6 @@ print("RESULT " + json.dumps({"names": names, "records": records}))
     assert res["names"] == ["TORCH_SDPA"] * 3  # stock CPU answer
     warnings = [m for lvl, m in res["records"] if lvl == "WARNING"]
     assert len(warnings) == 1 and "resolver failed (KeyError" in warnings[0]
-
-
-def test_register_is_idempotent_and_compute_max_seqlen_knows_plugin_backends():
-    proc, res = run_snippet(PRE + LOAD + BUILD + """
-import numpy as np
-import vit_backend_plugin, vllm.plugins
-vit_backend_plugin.register(); vit_backend_plugin.register()
-vllm.plugins.plugins_loaded = False
-vllm.plugins.load_general_plugins()
-from vllm.v1.attention.backends.registry import AttentionBackendEnum as E
-cu = np.array([0, 3, 10, 12])
-print("RESULT " + json.dumps({
-    "vit_triton": MMEncoderAttention.compute_max_seqlen(E.VIT_TRITON, cu),
-    "cudnn": MMEncoderAttention.compute_max_seqlen(E.TORCH_SDPA_CUDNN, cu),
-    "triton": MMEncoderAttention.compute_max_seqlen(E.TRITON_ATTN, cu),
-    "sdpa": MMEncoderAttention.compute_max_seqlen(E.TORCH_SDPA, cu),
-    "warnings": [m for l, m in records if l == "WARNING"]}))
-""")
-    assert res is not None, proc.stderr[-3000:]
-    # every plugin backend gets the real max (a run-time fallback to FLASH_ATTN needs it too)
-    assert res == {"vit_triton": 7, "cudnn": 7, "triton": 7, "sdpa": 0, "warnings": []}
 
 
 def test_plugin_backend_dispatch_through_mm_encoder_attention():

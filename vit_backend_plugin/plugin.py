@@ -1,7 +1,8 @@
 """``register()``: what vLLM runs in every process via the ``vllm.general_plugins`` entry point.
 
 Idempotent and cheap. Never takes vLLM down: an unsupported vLLM, an import error or any
-exception here rolls back what was installed, leaves stock vLLM in place and logs ONE warning.
+exception here rolls back every step installed so far (each undo runs even if another fails),
+leaves stock vLLM in place and logs ONE warning.
 """
 
 from __future__ import annotations
@@ -31,29 +32,36 @@ def _check_vllm_version() -> None:
         raise UnsupportedVllmError(f"vLLM {vllm.__version__} is not supported (need {SUPPORTED_VLLM})")
 
 
-def _install() -> None:
+def _install(undo: list) -> None:
+    """The ViT glue, step by step; each step's undo goes on ``undo`` before the step runs, so a
+    step that fails halfway is undone too (every undo only removes what its step added)."""
     from vllm.platforms import current_platform
 
-    from vit_backend_plugin.vllm_glue import mm_encoder, selector
+    from vit_backend_plugin.vllm_glue import registration, selector
 
-    mm_encoder.register_enum_members()
-    mm_encoder.register_custom_op()
-    mm_encoder.register_oot()
-    mm_encoder.patch_compute_max_seqlen()
-    selector.patch_platform(current_platform)
+    steps = (
+        ("backend enum members", registration.register_enum_members,
+         registration.unregister_enum_members),
+        ("custom op", registration.register_custom_op, registration.unregister_custom_op),
+        ("MMEncoderAttention OOT class", registration.register_oot, registration.unregister_oot),
+        ("platform ViT selection", lambda: selector.patch_platform(current_platform),
+         lambda: selector.unpatch_platform(current_platform)),
+    )
+    for name, do, undo_step in steps:
+        undo.append((name, undo_step))
+        do()
 
 
-def _rollback() -> None:
-    try:
-        from vllm.platforms import current_platform
-
-        from vit_backend_plugin.vllm_glue import mm_encoder, selector
-
-        selector.unpatch_platform(current_platform)
-        mm_encoder.unpatch_compute_max_seqlen()
-        mm_encoder.unregister_oot()
-    except Exception:  # nothing more we can undo; stock vLLM keeps what it has
-        pass
+def _rollback(undo: list) -> list[str]:
+    """Undo in reverse order; every undo runs whatever the others do. Returns what failed."""
+    failed = []
+    for name, undo_step in reversed(undo):
+        try:
+            undo_step()
+        except Exception as e:  # noqa: BLE001 - reported in the one warning, the rest still runs
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    undo.clear()
+    return failed
 
 
 def _register_flashinfer_host() -> None:
@@ -75,13 +83,16 @@ def register() -> None:
     if _state["attempted"]:
         return
     _state["attempted"] = True
+    undo: list = []
     try:
         _check_vllm_version()
-        _install()
+        _install(undo)
         _state["installed"] = True
     except Exception as e:
-        _rollback()
+        failed = _rollback(undo)
         _state["error"] = f"{type(e).__name__}: {e}"
+        if failed:
+            _state["error"] += "; rollback incomplete: " + "; ".join(failed)
         logger.warning(
             "vit-backend-plugin disabled, stock vLLM ViT attention selection in use (%s)",
             _state["error"],

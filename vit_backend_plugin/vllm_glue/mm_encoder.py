@@ -7,6 +7,11 @@ A plugin kernel that fails at run time (missing file, compile error, unsupported
 stops the engine when the plugin chose it: that layer switches to the backend vLLM itself would
 have chosen, with one warning. A backend the user named explicitly raises instead.
 
+No vLLM code is copied and no vLLM method patched here: layers are built by vLLM's own
+``__init__``, the class is vLLM's out-of-tree replacement (``CustomOp.register_oot``), host
+lengths come through vLLM's OOT classmethod hook (``maybe_recompute_cu_seqlens``), and a fallen
+back layer takes its state from a layer vLLM builds itself. Registration: ``registration.py``.
+
 Under vLLM's encoder CUDA graphs (``cudagraph_mm_encoder``) the op is captured: its inputs are
 padded to a token budget (cu_seqlens[-1] may be below the token count; max_seqlen an upper
 bound). While capturing, the rows past cu_seqlens[-1] come out 0, as vLLM's FA wrapper makes them
@@ -20,14 +25,12 @@ import logging
 import os
 import weakref
 
+import numpy as np
 import torch
+from vllm.config import get_current_vllm_config, set_current_vllm_config
 from vllm.model_executor.layers.attention.mm_encoder_attention import MMEncoderAttention
 from vllm.model_executor.models.vision import get_multimodal_config
-from vllm.platforms import current_platform
 from vllm.utils.gpu_sync_debug import gpu_sync_allowed
-from vllm.utils.torch_utils import direct_register_custom_op
-from vllm.v1.attention.backends.fa_utils import get_flash_attn_version
-from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
 from vit_backend_plugin.kernels.capture import refuse_host_read, stream_capturing
 from vit_backend_plugin.kernels.registry import PLUGIN_BACKENDS, TAKES_OUT, get_kernel
@@ -54,22 +57,21 @@ class PluginVitBackend:
         return False  # not a decoder backend; the plugin's resolver owns ViT choices
 
 
-def register_enum_members() -> None:
-    for name in PLUGIN_BACKENDS:
-        if name not in AttentionBackendEnum.__members__:
-            AttentionBackendEnum.register(name, f"{__name__}.PluginVitBackend")
-
-
 def plugin_backend_name(backend: object) -> str | None:
     name = getattr(backend, "name", None)
     return name if name in PLUGIN_BACKENDS else None
 
 
-# The max length when the model passes none (Qwen2-VL-family towers compute it only for the
-# backends they know): every layer of one forward gets the same cu_seqlens tensor, so it is read
-# from the device once per forward, not once per layer (a sync per layer stops the host from
-# running ahead of the GPU). Keyed by the tensor object itself and its version counter.
-_MAX_LEN_CACHE: list = [None, -1, 0]  # [weakref to cu_seqlens, its _version, max length]
+# The max length when the model passes none. vLLM's compute_max_seqlen gives 0 for backends it
+# does not know (all of ours), so towers hand our layers max_seqlen 0; every tower that asks it
+# also hands its host-side lengths to maybe_recompute_cu_seqlens, vLLM's out-of-tree hook, where
+# PluginMMEncoderAttention notes the max for the tensor it returns: no device read then. Otherwise
+# (Qwen2-VL-family towers compute no max for backends they don't know) the lengths are read from
+# the device once per cu_seqlens tensor, not once per layer (a sync per layer stops the host from
+# running ahead of the GPU). Keyed by the tensor object itself and its version counter; a few
+# entries, as a tower may use more than one per forward (Qwen2.5-VL: full and windowed).
+_MAX_LEN_CACHE: list[tuple] = []  # (weakref to cu_seqlens, its _version, max length), newest first
+_MAX_LEN_CACHE_SIZE = 8
 LENGTH_READS = 0  # device reads of the lengths, for tests and diagnostics
 
 
@@ -80,19 +82,32 @@ def _version(t: torch.Tensor) -> int | None:
     return None if t.is_inference() else t._version
 
 
+def _cached_max_len(cu_seqlens: torch.Tensor) -> int | None:
+    for ref, version, value in _MAX_LEN_CACHE:
+        if ref() is cu_seqlens:
+            return value if version == _version(cu_seqlens) else None
+    return None
+
+
+def remember_max_len(cu_seqlens: torch.Tensor, value: int) -> None:
+    kept = [e for e in _MAX_LEN_CACHE if e[0]() is not None and e[0]() is not cu_seqlens]
+    _MAX_LEN_CACHE[:] = [(weakref.ref(cu_seqlens), _version(cu_seqlens), value)] + kept[
+        : _MAX_LEN_CACHE_SIZE - 1]
+
+
 def _max_len_from_lengths(cu_seqlens: torch.Tensor, cu: torch.Tensor, backend: str = "VIT_TRITON",
                           capturing: bool = False) -> int:
     global LENGTH_READS
     # Refused while capturing even on a cache hit: the graph would keep a max from the capture's
     # lengths, not the replay's (and a static buffer is the same object on every replay).
     refuse_host_read(backend, "read max_seqlen from cu_seqlens (the model passed none)", capturing)
-    ref, version, value = _MAX_LEN_CACHE
-    now = _version(cu_seqlens)
-    if ref is not None and ref() is cu_seqlens and now == version:
+    value = _cached_max_len(cu_seqlens)
+    if value is not None:
         return value
-    value = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
+    with gpu_sync_allowed():  # only the read itself may sync (entering this costs host time)
+        value = int((cu[1:] - cu[:-1]).max().item()) if cu.numel() > 1 else 0
     LENGTH_READS += 1
-    _MAX_LEN_CACHE[:] = [weakref.ref(cu_seqlens), now, value]
+    remember_max_len(cu_seqlens, value)
     return value
 
 
@@ -120,8 +135,7 @@ def _vit_plugin_attention(
                 cu = cu.to(device=q.device, dtype=torch.int32).contiguous()
         max_len = _given_max_len(max_seqlen, backend, capturing)
         if max_len <= 0:  # a model that computed no max for a backend it doesn't know
-            with gpu_sync_allowed():
-                max_len = _max_len_from_lengths(cu_seqlens, cu, backend, capturing)
+            max_len = _max_len_from_lengths(cu_seqlens, cu, backend, capturing)
     kernel = get_kernel(backend)
     if not capturing:
         out = kernel(q, k, v, cu, max_len, scale)
@@ -181,43 +195,67 @@ def _vit_plugin_attention_fake(q, k, v, backend, scale, cu_seqlens, max_seqlen):
     return torch.empty_like(q, memory_format=torch.contiguous_format)
 
 
-_OP_REGISTERED = False
-
-
-def register_custom_op() -> None:
-    global _OP_REGISTERED
-    if _OP_REGISTERED or hasattr(torch.ops.vllm, "vit_plugin_attention"):
-        _OP_REGISTERED = True
-        return
-    direct_register_custom_op(
-        op_name="vit_plugin_attention",
-        op_func=_vit_plugin_attention,
-        fake_impl=_vit_plugin_attention_fake,
-    )
-    _OP_REGISTERED = True
-
-
 def _interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+# What every nn.Module carries (hooks, parameter and buffer dicts): never taken from a stock twin.
+_MODULE_MACHINERY = frozenset(vars(torch.nn.Module()))
+# Host lengths of one sequence of one token: vLLM's compute_max_seqlen answers > 0 for them only
+# for the backends that take a max_seqlen.
+_ONE_TOKEN = np.array([0, 1], dtype=np.int32)
+
+
+def build_stock_layer(layer: PluginMMEncoderAttention) -> MMEncoderAttention:
+    """A layer of vLLM's own class for ``layer``'s arguments, built by vLLM's own ``__init__``
+    under the engine config ``layer`` was built under, with vLLM's own backend choice: whatever
+    vLLM derives from the backend (FA version, FlashInfer workspace, fp8 state, and whatever a
+    later vLLM adds) comes from vLLM, never from a copy."""
+    # CustomOp.__new__ would hand back our OOT class; this is what it does when none is registered.
+    stock = object.__new__(MMEncoderAttention)
+    # vLLM builds CustomOps only while a config is current (not so in a forward).
+    with set_current_vllm_config(layer.vit_vllm_config), selector.stock_selection():
+        MMEncoderAttention.__init__(stock, layer.num_heads, layer.head_size, layer.scale,
+                                    layer.num_kv_heads, prefix=layer.layer_name)
+    return stock
+
+
 class PluginMMEncoderAttention(MMEncoderAttention):
     """Registered with ``MMEncoderAttention.register_oot``: every ``MMEncoderAttention(...)``
-    built by a model is one of these."""
+    built by a model is one of these. Built by vLLM's own ``__init__`` (the platform answers with
+    the plugin's choice); ours are only the plugin backends' forward, the host-lengths hook and
+    the run-time fallback."""
+
+    # After a run-time fallback: the stock backend takes a max_seqlen the model did not compute.
+    _vit_stock_needs_max = False
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Recorded now: the engine config is only current while the model is built.
+        self.vit_vllm_config = get_current_vllm_config()
         mm_cfg = get_multimodal_config()
         override = mm_cfg.mm_encoder_attn_backend if mm_cfg is not None else None
         self.vit_backend_source = selector.explicit_source(override)  # "" = chosen automatically
 
+    @classmethod
+    def maybe_recompute_cu_seqlens(cls, attn_backend, cu_seqlens, *args, **kwargs):
+        """vLLM's OOT hook for the host lengths a tower prepares per forward (every tower that
+        asks compute_max_seqlen calls it too): note the host max for the tensor it returns, so
+        the op needs no device read for the max_seqlen 0 vLLM gives our backends."""
+        out = super().maybe_recompute_cu_seqlens(attn_backend, cu_seqlens, *args, **kwargs)
+        if (plugin_backend_name(attn_backend) is not None and isinstance(cu_seqlens, np.ndarray)
+                and isinstance(out, torch.Tensor) and len(cu_seqlens) >= 2):
+            remember_max_len(out, int(np.diff(cu_seqlens).max()))
+        return out
+
     def forward_cuda(self, query, key, value, cu_seqlens=None, max_seqlen=None,
                      sequence_lengths=None):
         backend = plugin_backend_name(self.attn_backend)
-        if backend is None:
-            return super().forward_cuda(query, key, value, cu_seqlens, max_seqlen, sequence_lengths)
-        return self.forward_plugin(backend, query, key, value, cu_seqlens, max_seqlen)
+        if backend is not None:
+            return self.forward_plugin(backend, query, key, value, cu_seqlens, max_seqlen)
+        if self._vit_stock_needs_max and cu_seqlens is not None:
+            max_seqlen = self._stock_max_seqlen(cu_seqlens, max_seqlen)
+        return super().forward_cuda(query, key, value, cu_seqlens, max_seqlen, sequence_lengths)
 
     def forward_cpu(self, query, key, value, cu_seqlens=None, max_seqlen=None,
                     sequence_lengths=None):
@@ -252,6 +290,20 @@ class PluginMMEncoderAttention(MMEncoderAttention):
         )
         return out.reshape(bsz, q_len, -1) if is_reshaped else out
 
+    def _stock_max_seqlen(self, cu_seqlens, max_seqlen):
+        """The model computed max_seqlen for our backend (0 from vLLM's compute_max_seqlen, or
+        none): give the stock backend the real one, from the host max noted for this tensor."""
+        if torch.compiler.is_compiling():
+            return max_seqlen  # a fallback happens in eager calls only; never trace a host read
+        if isinstance(max_seqlen, torch.Tensor):
+            if not (max_seqlen.is_cpu and max_seqlen.numel() == 1 and int(max_seqlen) <= 0):
+                return max_seqlen  # a device max is read by stock's own wrapper, as without us
+        elif max_seqlen is not None and int(max_seqlen) > 0:
+            return max_seqlen
+        value = _max_len_from_lengths(cu_seqlens, cu_seqlens, self.attn_backend.name,
+                                      stream_capturing())
+        return _max_seqlen_tensor(value)
+
     def _leave_plugin_backend(self, backend: str, error: Exception) -> None:
         cause = f"{type(error).__name__}: {error}"
         source = getattr(self, "vit_backend_source", "")
@@ -261,67 +313,24 @@ class PluginMMEncoderAttention(MMEncoderAttention):
                 f"chosen explicitly, so the plugin does not switch to another backend; choose "
                 f"another one or unset {source} to let the plugin choose."
             ) from error
-        stock = selector.stock_backend(current_platform, self.head_size, self.dtype)
-        if plugin_backend_name(stock) is not None:  # never loop back into a plugin kernel
-            stock = AttentionBackendEnum.TORCH_SDPA
-        # What MMEncoderAttention.__init__ derives from attn_backend, for the stock backend.
-        self.attn_backend = stock
-        self.is_flash_attn_backend = stock in (AttentionBackendEnum.FLASH_ATTN,
-                                               AttentionBackendEnum.ROCM_AITER_FA)
-        self._fa_version = (get_flash_attn_version(head_size=self.head_size)
-                            if self.is_flash_attn_backend else None)
+        stock = build_stock_layer(self)
+        if stock._parameters or stock._buffers or stock._modules:  # vLLM 0.32: only with fp8,
+            # which no plugin backend runs; tensors would need this layer's device and loading
+            raise RuntimeError(f"vLLM's {stock.layer_name or 'MMEncoderAttention'} layer for "
+                               f"{stock.attn_backend.name} holds tensors or submodules; the "
+                               f"plugin cannot switch this layer to it") from error
+        # Take every attribute vLLM's __init__ gave the stock layer (the module machinery and
+        # methods bound to it aside): this layer then is, attribute for attribute, the layer
+        # stock vLLM builds, and vLLM's own forward runs it.
+        for name, attr in vars(stock).items():
+            if name not in _MODULE_MACHINERY and getattr(attr, "__self__", None) is not stock:
+                setattr(self, name, attr)
+        self._vit_stock_needs_max = MMEncoderAttention.compute_max_seqlen(
+            self.attn_backend, _ONE_TOKEN) > 0
         if (backend, cause) not in _WARNED:  # one line per cause, not one per layer
             _WARNED.add((backend, cause))
             logger.warning(
                 "vit-backend-plugin: ViT attention backend %s failed at run time (%s); this layer "
                 "(and any other that hits the same error) now uses vLLM's own choice %s",
-                backend, cause, stock.name,
+                backend, cause, self.attn_backend.name,
             )
-
-
-_ORIG_COMPUTE_MAX_SEQLEN = None
-
-
-def patch_compute_max_seqlen() -> None:
-    """Models ask MMEncoderAttention.compute_max_seqlen (a host max over numpy cu_seqlens) only
-    for backends it knows; treat every plugin backend like TRITON_ATTN, so our kernels and a
-    run-time fallback to FLASH_ATTN / TRITON_ATTN get the real max without a device read."""
-    global _ORIG_COMPUTE_MAX_SEQLEN
-    if _ORIG_COMPUTE_MAX_SEQLEN is not None:
-        return
-    orig = MMEncoderAttention.__dict__["compute_max_seqlen"].__func__
-
-    def compute_max_seqlen(cls, attn_backend, cu_seqlens):
-        if getattr(attn_backend, "name", None) in PLUGIN_BACKENDS:
-            attn_backend = AttentionBackendEnum.TRITON_ATTN
-        return orig(cls, attn_backend, cu_seqlens)
-
-    MMEncoderAttention.compute_max_seqlen = classmethod(compute_max_seqlen)
-    _ORIG_COMPUTE_MAX_SEQLEN = orig
-
-
-def unpatch_compute_max_seqlen() -> None:
-    global _ORIG_COMPUTE_MAX_SEQLEN
-    if _ORIG_COMPUTE_MAX_SEQLEN is not None:
-        MMEncoderAttention.compute_max_seqlen = classmethod(_ORIG_COMPUTE_MAX_SEQLEN)
-        _ORIG_COMPUTE_MAX_SEQLEN = None
-
-
-def register_oot() -> None:
-    from vllm.model_executor.custom_op import op_registry_oot
-
-    if op_registry_oot.get("MMEncoderAttention") is PluginMMEncoderAttention:
-        return
-    if "MMEncoderAttention" in op_registry_oot:
-        raise RuntimeError(
-            f"another plugin already replaced MMEncoderAttention with "
-            f"{op_registry_oot['MMEncoderAttention'].__qualname__}"
-        )
-    MMEncoderAttention.register_oot(PluginMMEncoderAttention)
-
-
-def unregister_oot() -> None:
-    from vllm.model_executor.custom_op import op_registry_oot
-
-    if op_registry_oot.get("MMEncoderAttention") is PluginMMEncoderAttention:
-        del op_registry_oot["MMEncoderAttention"]

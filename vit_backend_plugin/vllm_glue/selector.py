@@ -2,11 +2,15 @@
 
 Every model reaches ViT backend selection through ``vision.get_vit_attn_backend`` ->
 ``current_platform.get_vit_attn_backend``, so patching the platform class covers
-MMEncoderAttention and the models that ask directly (Qwen2/2.5/3-VL, GLM-4.1V, ...).
+MMEncoderAttention and the models that ask directly (Qwen2/2.5/3-VL, GLM-4.1V, ...). The one
+vLLM method the plugin patches: vLLM 0.32 has no hook for this choice short of replacing the whole
+platform (a platform plugin); ``unpatch_platform`` restores it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import logging
 import os
@@ -19,8 +23,9 @@ logger = logging.getLogger("vllm.vit_backend_plugin")
 
 ENV_VAR = "VIT_ATTN_BACKEND"
 _ORIGINAL: dict[str, object] = {}  # platform class qualname -> original attribute (or None)
-_STOCK: dict[str, object] = {}  # platform class qualname -> vLLM's own get_vit_attn_backend (bound)
 _LOGGED: set[tuple] = set()
+# Set while a stock layer is built for a run-time fallback: the patched selection answers as vLLM.
+_STOCK_ONLY = contextvars.ContextVar("vit_backend_plugin_stock_only", default=False)
 _WARNED: set[str] = set()
 
 
@@ -105,9 +110,10 @@ def patch_platform(platform) -> None:
         return
     _ORIGINAL[key] = cls.__dict__.get("get_vit_attn_backend")
     stock = cls.get_vit_attn_backend  # bound classmethod, whatever class defines it
-    _STOCK[key] = stock
 
     def get_vit_attn_backend(klass, *args, **kwargs):
+        if _STOCK_ONLY.get():
+            return stock(*args, **kwargs)
         # Any call shape: a vLLM that passes something new gets its own selection, not a TypeError.
         try:
             bound = _EXPECTED.bind(*args, **kwargs)
@@ -134,7 +140,6 @@ def unpatch_platform(platform) -> None:
     if key not in _ORIGINAL:
         return
     orig = _ORIGINAL.pop(key)
-    _STOCK.pop(key, None)
     if orig is None:
         delattr(cls, "get_vit_attn_backend")
     else:
@@ -146,8 +151,11 @@ def is_patched(platform) -> bool:
     return bool(getattr(fn, "__vit_backend_plugin__", False))
 
 
-def stock_backend(platform, head_size: int, dtype):
-    """The backend vLLM itself would pick automatically (its own, unpatched selection)."""
-    cls = type(platform)
-    stock = _STOCK.get(f"{cls.__module__}.{cls.__qualname__}") or cls.get_vit_attn_backend
-    return stock(head_size, dtype, None)
+@contextlib.contextmanager
+def stock_selection():
+    """Inside, every ViT backend selection is stock vLLM's own (what a model asks included)."""
+    token = _STOCK_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _STOCK_ONLY.reset(token)
