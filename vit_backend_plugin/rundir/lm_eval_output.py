@@ -15,6 +15,10 @@ the newest one (so the report can show what is wrong with it). Complete means: t
 file is a JSON object with a ``results`` object, and every task's samples file of the same
 ``date_id`` is there, every line of it readable, with as many distinct items as the results'
 ``n-samples`` say. A readable line is UTF-8 JSON holding an object with an integer ``doc_id``.
+
+Beside the scores, a results file records how it was made (``simple_evaluate``'s ``config``, the
+tracker's model identity, ``add_env_info``'s versions): :meth:`LmEvalOutput.recorded` reads that,
+so reports can say whether two runs are comparable.
 """
 
 from __future__ import annotations
@@ -121,10 +125,54 @@ class LmEvalOutput:
             self._samples[task] = read_sample_lines(self.samples_path(task))
         return self._samples[task]
 
+    def recorded(self) -> Recorded:
+        return Recorded.of(self.raw or {}, self.sample_tasks())
+
     def effective(self, task: str) -> int | None:
         """How many items the results say ``task`` was scored on."""
         n = _object(_object((self.raw or {}).get("n-samples")).get(task)).get("effective")
         return n if isinstance(n, int) and not isinstance(n, bool) else None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What lm-eval 0.4.13 wrote about a run beside its scores, copied as written (None where it
+    wrote nothing): ``config`` from ``simple_evaluate``, the model identity and chat settings
+    from ``GeneralConfigTracker``, the versions from ``add_env_info``."""
+
+    model: Any = None  # config.model: lm-eval's model type, e.g. "vllm-vlm"
+    model_name: Any = None  # the pretrained path or name (model_args' "pretrained")
+    model_args: Any = None  # a "k=v,k=v" string or an object, as given to lm-eval
+    limit: Any = None
+    gen_kwargs: Any = None
+    batch_size: Any = None
+    tasks: list[str] = field(default_factory=list)  # the tasks scored (with samples)
+    task_versions: dict[str, Any] = field(default_factory=dict)
+    n_shot: dict[str, Any] = field(default_factory=dict)
+    n_samples: dict[str, Any] = field(default_factory=dict)  # task -> effective item count
+    chat_template_sha: Any = None
+    system_instruction_sha: Any = None
+    fewshot_as_multiturn: Any = None
+    lm_eval_version: Any = None
+    transformers_version: Any = None
+    pretty_env_info: Any = None  # torch.utils.collect_env's text (Python, PyTorch, GPU, pip)
+
+    @classmethod
+    def of(cls, raw: dict[str, Any], tasks: list[str]) -> Recorded:
+        config = _object(raw.get("config"))
+        per_task = {k: _object(raw.get(k)) for k in ("versions", "n-shot", "n-samples")}
+        return cls(
+            model=config.get("model"), model_name=raw.get("model_name"),
+            model_args=config.get("model_args"), limit=config.get("limit"),
+            gen_kwargs=config.get("gen_kwargs"), batch_size=config.get("batch_size"),
+            tasks=sorted(tasks),
+            task_versions={t: per_task["versions"].get(t) for t in sorted(tasks)},
+            n_shot={t: per_task["n-shot"].get(t) for t in sorted(tasks)},
+            n_samples={t: _object(per_task["n-samples"].get(t)).get("effective") for t in sorted(tasks)},
+            **{k: raw.get(k) for k in ("chat_template_sha", "system_instruction_sha",
+                                       "fewshot_as_multiturn", "lm_eval_version",
+                                       "transformers_version", "pretty_env_info")},
+        )
 
 
 def _read_results(path: Path) -> tuple[dict[str, Any] | None, str | None]:
