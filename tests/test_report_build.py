@@ -95,11 +95,11 @@ def test_crashed_missing_and_corrupt_backends_are_shown(tmp_path):
     s, md, html = report(run)
     v = {n: p["verdict"] for n, p in s["parity"].items()}
     assert v == {"CRASHED": "ERROR", "MISSING": "ERROR", "CORRUPT": "ERROR", "HALF": "INCONCLUSIVE"}
-    assert s["backends"]["CRASHED"]["state"] == "failed"
-    assert s["backends"]["MISSING"]["state"] == "missing"
+    assert s["arms"]["CRASHED"]["state"] == "failed"
+    assert s["arms"]["MISSING"]["state"] == "missing"
     assert "illegal memory access" in s["parity"]["CRASHED"]["reason"]
-    assert any("corrupt or truncated" in p for p in s["backends"]["CORRUPT"]["problems"])
-    assert any("mmmu_val_math: 1 unreadable line" in p for p in s["backends"]["HALF"]["problems"])
+    assert any("corrupt or truncated" in p for p in s["arms"]["CORRUPT"]["problems"])
+    assert any("mmmu_val_math: 1 unreadable line" in p for p in s["arms"]["HALF"]["problems"])
     assert "damaged" in s["parity"]["HALF"]["reason"]
     for text in (md, html):
         for needle in ("CRASHED", "illegal memory access", "MISSING", "not run", "CORRUPT", "unreadable"):
@@ -112,13 +112,13 @@ def test_speedups(tmp_path):
     fast = {"requests_per_s": 12.0, "input_tokens_per_s": 6000.0, "ttft_mean_ms": 80.0, "ttft_p99_ms": 250.0}
     s, md, _ = report(make_run(tmp_path, {"base": Backend(a), "fast": Backend(a, speed=fast),
                                           "nospeed": Backend(a, speed=None)}))
-    sp = s["backends"]["fast"]["speedup"]
+    sp = s["arms"]["fast"]["speedup"]
     assert sp["requests_per_s"] == pytest.approx(1.2) and sp["input_tokens_per_s"] == pytest.approx(1.2)
     assert sp["ttft_mean_ms"] == pytest.approx(100 / 80) and sp["ttft_p99_ms"] == pytest.approx(0.8)
-    assert s["backends"]["base"]["speedup"]["requests_per_s"] == 1.0
-    assert s["backends"]["fast"]["throughput"] == fast
-    assert s["backends"]["nospeed"]["throughput"] == {}
-    assert any("no throughput.json" in p for p in s["backends"]["nospeed"]["problems"])
+    assert s["arms"]["base"]["speedup"]["requests_per_s"] == 1.0
+    assert s["arms"]["fast"]["throughput"] == fast
+    assert s["arms"]["nospeed"]["throughput"] == {}
+    assert any("no throughput.json" in p for p in s["arms"]["nospeed"]["problems"])
     assert "12 (×1.20)" in md and "80 (×1.25)" in md
 
 
@@ -130,7 +130,7 @@ def test_summary_numbers_are_lm_evals(tmp_path):
         res_file = next((run / name / "lm_eval").rglob("results_*.json"))
         raw = json.loads(res_file.read_text())
         entries = {**raw["results"], **raw["groups"]}
-        b = s["backends"][name]
+        b = s["arms"][name]
         assert b["accuracy"] == raw["groups"]["mmmu_val"]["acc,none"]
         assert b["stderr"] == raw["groups"]["mmmu_val"]["acc_stderr,none"]
         assert b["results_file"] == str(res_file.relative_to(run))
@@ -139,8 +139,8 @@ def test_summary_numbers_are_lm_evals(tmp_path):
         assert f"{raw['groups']['mmmu_val']['acc,none']:.4f} ± {raw['groups']['mmmu_val']['acc_stderr,none']:.4f}" in md
     # paired accuracies from samples agree with lm-eval's own aggregate
     p = s["parity"]["y"]
-    assert p["acc_baseline"] == pytest.approx(s["backends"]["x"]["accuracy"])
-    assert p["acc_candidate"] == pytest.approx(s["backends"]["y"]["accuracy"])
+    assert p["acc_baseline"] == pytest.approx(s["arms"]["x"]["accuracy"])
+    assert p["acc_candidate"] == pytest.approx(s["arms"]["y"]["accuracy"])
 
 
 def test_newest_lm_eval_results_win(tmp_path):

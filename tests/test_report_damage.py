@@ -38,7 +38,7 @@ def test_a_samples_line_that_is_not_an_item_is_unreadable(tmp_path, line):
     f = samples_file(run)
     f.write_bytes(f.read_bytes() + line + b"\n")
     s, md = report(run)
-    y = s["backends"]["y"]
+    y = s["arms"]["y"]
     assert any("mmmu_val_math: 1 unreadable line(s)" in p for p in y["problems"]), y["problems"]
     assert y["samples_logged"] == 40  # every good line still read
     assert s["parity"]["y"]["verdict"] != "PASS" and "damaged" in s["parity"]["y"]["reason"]
@@ -50,8 +50,8 @@ def test_a_samples_file_of_binary_garbage(tmp_path):
     run = run_dir(tmp_path)
     samples_file(run).write_bytes(bytes(range(256)) * 40)
     s, _ = report(run)
-    assert any("mmmu_val_math:" in p and "unreadable line" in p for p in s["backends"]["y"]["problems"])
-    assert s["backends"]["y"]["samples_logged"] == 30  # the other three tasks
+    assert any("mmmu_val_math:" in p and "unreadable line" in p for p in s["arms"]["y"]["problems"])
+    assert s["arms"]["y"]["samples_logged"] == 30  # the other three tasks
 
 
 @pytest.mark.parametrize("status", [
@@ -67,7 +67,7 @@ def test_a_status_json_of_the_wrong_shape_is_unreadable(tmp_path, status):
     (run / "y" / "status.json").write_text(json.dumps(status))
     assert ArmStatus.read(run / "y") is None  # the runner redoes the backend
     s, md = report(run)
-    y = s["backends"]["y"]
+    y = s["arms"]["y"]
     assert y["state"] == "incomplete"
     assert any("status.json missing or unreadable" in p for p in y["problems"])
     assert "status.json missing or unreadable" in md
@@ -77,7 +77,7 @@ def test_a_status_json_of_binary_garbage(tmp_path):
     run = run_dir(tmp_path)
     (run / "y" / "status.json").write_bytes(b"\xff\xfe{\x80")
     s, _ = report(run)
-    assert s["backends"]["y"]["state"] == "incomplete"
+    assert s["arms"]["y"]["state"] == "incomplete"
 
 
 @pytest.mark.parametrize("damage", ["list", "entries", "loop"])
@@ -93,12 +93,12 @@ def test_a_results_file_of_the_wrong_shape(tmp_path, damage):
         raw["group_subtasks"]["mmmu_val_science"].append("mmmu_val")
     res.write_text(json.dumps(raw))
     s, _ = report(run)
-    y = s["backends"]["y"]
+    y = s["arms"]["y"]
     if damage == "list":
         assert any("corrupt or truncated" in p for p in y["problems"])
         assert s["parity"]["y"]["verdict"] == "ERROR"
     else:
-        assert y["accuracy"] == s["backends"]["x"]["accuracy"]  # the root row still read
+        assert y["accuracy"] == s["arms"]["x"]["accuracy"]  # the root row still read
 
 
 @pytest.mark.parametrize("change", [{"config": ["parity"]}, {"backends": "xy"}, {"tasks": [1]}],

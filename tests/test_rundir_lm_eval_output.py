@@ -45,7 +45,7 @@ def test_old_interrupted_and_new_complete_read_the_same_way_by_runner_and_report
     assert verify_accuracy(run / "y", ["mmmu_val"]) is None  # complete: the new one counts
     assert read_output(run / "y" / "lm_eval").results_path == new
     s = report_of(run)
-    y = s["backends"]["y"]
+    y = s["arms"]["y"]
     assert y["results_file"] == str(new.relative_to(run))
     assert y["problems"] == [] and y["samples_logged"] == 20
     assert s["parity"]["y"]["c"] > 0  # the new run's answers (half flipped to right), not the old
@@ -57,7 +57,7 @@ def test_new_interrupted_the_older_complete_one_counts_for_both(tmp_path):
     out = read_output(run / "y" / "lm_eval")
     assert out.results_path == old and [p for p, _ in out.passed_over] == [new]
     s = report_of(run)
-    y = s["backends"]["y"]
+    y = s["arms"]["y"]
     assert y["results_file"] == str(old.relative_to(run))
     assert s["parity"]["y"]["b"] == s["parity"]["y"]["c"] == 0  # the old run: same answers as x
     assert any(new.name in p and "incomplete" in p for p in y["problems"])  # and it says so
@@ -71,8 +71,8 @@ def test_only_an_interrupted_run_is_incomplete_for_the_runner_and_damaged_for_th
     assert why is not None and "unreadable line" in why
     s = report_of(run)
     assert s["parity"]["y"]["verdict"] in ("INCONCLUSIVE", "FAIL")
-    assert any("unreadable line" in p for p in s["backends"]["y"]["problems"])
-    assert any("samples file missing" in p for p in s["backends"]["y"]["problems"])
+    assert any("unreadable line" in p for p in s["arms"]["y"]["problems"])
+    assert any("samples file missing" in p for p in s["arms"]["y"]["problems"])
 
 
 def test_a_line_separator_inside_a_response_is_one_line(tmp_path):
@@ -86,4 +86,4 @@ def test_a_line_separator_inside_a_response_is_one_line(tmp_path):
     f.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
     assert verify_accuracy(run / "y", ["mmmu_val"]) is None
     s = report_of(run)
-    assert s["backends"]["y"]["problems"] == [] and s["backends"]["y"]["samples_logged"] == 20
+    assert s["arms"]["y"]["problems"] == [] and s["arms"]["y"]["samples_logged"] == 20

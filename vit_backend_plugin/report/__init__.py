@@ -1,4 +1,6 @@
-"""`vit-parity report`: parity verdict + report (md, html, json) for a run directory.
+"""`vit-parity report`: parity verdicts + report (md, html, summary.json) for a run directory
+(:func:`build_report`) or for lm-eval output folders (``report.lm_eval_source``); the exit code
+rule for CI is ``report.exit_codes.exit_code(summary)``.
 
 Kept import-light: ``from vit_backend_plugin.report.parity import ParityThresholds`` (used by
 config validation) must not pull matplotlib or jinja2.

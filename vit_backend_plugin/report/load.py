@@ -1,9 +1,12 @@
 """Read a run directory (see :mod:`vit_backend_plugin.rundir.layout`) exactly as `run` and lm-eval wrote it.
 
+lm-eval output folders given by hand become the same :class:`RunData` in
+:mod:`vit_backend_plugin.report.lm_eval_source`.
+
 Which lm-eval results file counts, and which samples lines are readable, is decided by
 :mod:`vit_backend_plugin.rundir.lm_eval_output` (the rule the runner's completeness check uses).
 
-Nothing is skipped silently: every backend gets a ``state`` and a list of ``problems`` (missing
+Nothing is skipped silently: every arm gets a ``state`` and a list of ``problems`` (missing
 directory, failed phase with its error, unreadable or truncated files), which the report shows.
 """
 
@@ -21,6 +24,7 @@ from pydantic import ValidationError
 from vit_backend_plugin.report.answers import parsed_answer, response_text
 from vit_backend_plugin.report.parity import Item, ParityThresholds
 from vit_backend_plugin.rundir.layout import (
+    ENV,
     LM_EVAL_DIR,
     RUN_INFO,
     THROUGHPUT,
@@ -29,7 +33,7 @@ from vit_backend_plugin.rundir.layout import (
 )
 from vit_backend_plugin.rundir.lm_eval_output import LmEvalOutput, read_output
 
-BackendState = Literal["complete", "failed", "incomplete", "missing"]
+ArmState = Literal["complete", "failed", "incomplete", "missing"]
 _NOT_METRIC = {"name", "alias", "sample_len", "sample_count", "samples"}
 
 
@@ -194,15 +198,19 @@ def load_samples(results: LmEvalResults) -> Samples:
     return out
 
 
-# --------------------------------------------------------------------------- one backend
+# --------------------------------------------------------------------------- one arm
 @dataclass
-class BackendData:
+class ArmData:
     name: str
-    state: BackendState
-    status: ArmStatus | None = None
+    state: ArmState
+    status: ArmStatus | None = None  # None for an lm-eval folder (no status.json)
     results: LmEvalResults | None = None
+    results_file: str | None = None  # relative to the run dir, or as given on the command line
     samples: Samples | None = None
-    throughput: dict[str, Any] | None = None
+    throughput: dict[str, Any] | None = None  # {"engine", "metrics": {report metric: number}}
+    throughput_file: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # run.json's arm_settings
+    env: dict[str, Any] | None = None  # env.json as written (versions, device)
     problems: list[str] = field(default_factory=list)  # everything that is wrong, in words
 
     @property
@@ -215,14 +223,50 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def load_backend(run_dir: Path, name: str) -> BackendData:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ValueError (with the reason) for anything else."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(str(e)) from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def read_lm_eval(arm: ArmData, output_path: Path, *, expected: bool, stale: bool,
+                 relative_to: Path | None = None) -> None:
+    """Fill ``arm`` from an lm-eval ``--output_path`` folder. ``expected``: a missing results file
+    is a problem; ``stale``: the accuracy phase did not complete, so the file may be older."""
+    output = read_output(output_path)
+    if output is None:
+        if expected:
+            arm.problems.append(f"no lm-eval results file (results_*.json) under {output_path.name}/")
+        return
+    for path, why in output.passed_over:
+        arm.problems.append(f"newer {path.name} is incomplete ({why}); {output.results_path.name} read instead")
+    if output.raw is None:
+        arm.problems.append(f"lm-eval results unreadable ({output.problem}): corrupt or truncated")
+        return
+    arm.results = parse_results(output)
+    path = output.results_path
+    arm.results_file = str(path.relative_to(relative_to) if relative_to else path)
+    if stale:
+        arm.problems.append(f"accuracy phase not complete: {path.name} may be from an older attempt")
+    arm.samples = load_samples(arm.results)
+    arm.problems.extend(arm.samples.problems)
+
+
+def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None) -> ArmData:
+    """One arm of a run directory, as `vit-parity run` wrote it."""
     bdir = run_dir / name
     if not bdir.is_dir():
-        return BackendData(name, "missing", problems=["not run: no backend directory"])
+        return ArmData(name, "missing", settings=dict(settings or {}),
+                       problems=["not run: no arm directory"])
     status = ArmStatus.read(bdir)
     problems: list[str] = []
     if status is None:
-        state: BackendState = "incomplete"
+        state: ArmState = "incomplete"
         problems.append("status.json missing or unreadable: the run was interrupted")
     elif any(s == "failed" for s in status.phases.values()):
         state = "failed"
@@ -236,47 +280,62 @@ def load_backend(run_dir: Path, name: str) -> BackendData:
         state = "incomplete"
         pending = [f"{p}={s}" for p, s in status.phases.items() if s != "complete"]
         problems.append("not finished (" + ", ".join(pending) + "): interrupted or still running")
-    data = BackendData(name, state, status=status, problems=problems)
+    data = ArmData(name, state, status=status, settings=dict(settings or {}), problems=problems)
 
     accuracy_done = status is None or status.phases.get("accuracy") == "complete"
-    output = read_output(bdir / LM_EVAL_DIR)
-    if output is None:
-        if accuracy_done:
-            problems.append("no lm-eval results file (results_*.json) under lm_eval/")
-    else:
-        for path, why in output.passed_over:
-            problems.append(f"newer {path.name} is incomplete ({why}); {output.results_path.name} read instead")
-        if output.raw is None:
-            problems.append(f"lm-eval results unreadable ({output.problem}): corrupt or truncated")
-        else:
-            data.results = parse_results(output)
-            if not accuracy_done:
-                problems.append(f"accuracy phase not complete: {output.results_path.name} may be from an older attempt")
-            data.samples = load_samples(data.results)
-            problems.extend(data.samples.problems)
+    read_lm_eval(data, bdir / LM_EVAL_DIR, expected=accuracy_done, stale=not accuracy_done,
+                 relative_to=run_dir)
 
     tp = bdir / THROUGHPUT
     if tp.is_file():
         try:
-            data.throughput = json.loads(tp.read_text(encoding="utf-8"))
+            data.throughput = read_json_object(tp)
             if not isinstance(data.throughput.get("metrics"), dict):
                 raise ValueError("no 'metrics' object")
-        except (OSError, ValueError, AttributeError) as e:
+            data.throughput_file = str(tp.relative_to(run_dir))
+        except ValueError as e:
             data.throughput = None
             problems.append(f"throughput.json unreadable ({e}): corrupt or truncated")
     elif status is None or status.phases.get("throughput") == "complete":
         problems.append("no throughput.json")
+
+    if (bdir / ENV).is_file():
+        try:
+            data.env = read_json_object(bdir / ENV)
+        except ValueError as e:
+            problems.append(f"env.json unreadable ({e}): versions not known")
     return data
+
+
+load_backend = load_arm  # tools/record_engine reads an arm's throughput through this name
 
 
 # --------------------------------------------------------------------------- the run
 @dataclass
 class RunData:
-    run_dir: Path
-    info: RunInfo
-    backends: dict[str, BackendData]  # run.json's order
+    """What a report is made of: arms (baseline first or named), from a run directory or from
+    lm-eval output folders (:mod:`vit_backend_plugin.report.lm_eval_source`)."""
+
+    source: Literal["run_dir", "lm_eval"]
+    root: Path  # the run dir (default output folder), or the report's output folder
+    run_id: str
+    model: str
+    engine: str
+    tasks: list[str]  # the tasks asked for (their root rows are the headline accuracy)
+    baseline: str
+    arms: dict[str, ArmData]  # in order
     thresholds: ParityThresholds
     problems: list[str] = field(default_factory=list)
+
+
+def thresholds_from(parity: Any) -> tuple[ParityThresholds, str | None]:
+    """The config's ``parity:`` thresholds; defaults and the reason when they are invalid."""
+    try:
+        return ParityThresholds.model_validate(parity or {}), None
+    except ValidationError as e:
+        first = e.errors()[0]
+        return ParityThresholds(), (f"config parity thresholds invalid "
+                                    f"({'.'.join(map(str, first['loc']))}: {first['msg']}); defaults used")
 
 
 def load_run(run_dir: str | Path) -> RunData:
@@ -289,17 +348,12 @@ def load_run(run_dir: str | Path) -> RunData:
         info = RunInfo.read(run_dir)
     except (OSError, ValueError, TypeError) as e:
         raise NotARunDir(f"{run_dir / RUN_INFO} is unreadable: {e}") from None
-    problems: list[str] = []
-    try:
-        thresholds = ParityThresholds.model_validate((info.config or {}).get("parity") or {})
-    except ValidationError as e:
-        thresholds = ParityThresholds()
-        first = e.errors()[0]
-        problems.append(f"config parity thresholds invalid ({'.'.join(map(str, first['loc']))}: "
-                        f"{first['msg']}); defaults used")
+    thresholds, why = thresholds_from((info.config or {}).get("parity"))
+    problems = [why] if why else []
     names = list(dict.fromkeys(info.arms))
     if info.baseline not in names:
-        problems.append(f"baseline {info.baseline!r} is not among the backends {names}")
+        problems.append(f"baseline {info.baseline!r} is not among the arms {names}")
         names.insert(0, info.baseline)
-    backends = {n: load_backend(run_dir, n) for n in names}
-    return RunData(run_dir, info, backends, thresholds, problems)
+    arms = {n: load_arm(run_dir, n, info.arm_settings.get(n)) for n in names}
+    return RunData("run_dir", run_dir, info.run_id, info.model, info.engine, list(info.tasks),
+                   info.baseline, arms, thresholds, problems)

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 
 Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
+# the report adds ERROR: an arm (or the baseline) has no per-item results to compare
+ReportVerdict = Literal[Verdict, "ERROR"]
 
 
 class ParityThresholds(BaseModel):

@@ -37,11 +37,11 @@ def _png(fig) -> str:
 
 @_literal_text
 def accuracy_png(s: dict[str, Any]) -> tuple[str, str] | None:
-    """Grouped bars: one group per task / subject group, one bar per backend, stderr error bars."""
-    order = [n for n in s["backend_order"] if s["backends"][n]["results"]]
+    """Grouped bars: one group per task / subject group, one bar per arm, stderr error bars."""
+    order = [n for n in s["arm_order"] if s["arms"][n]["results"]]
     if not order:
         return None
-    ref = s["backends"][order[0]]["results"]
+    ref = s["arms"][order[0]]["results"]
     rows = [r for r in ref if r["depth"] <= 1 and (r["is_group"] or r["depth"] == 0)]
     if not rows:
         return None
@@ -50,7 +50,7 @@ def accuracy_png(s: dict[str, Any]) -> tuple[str, str] | None:
     width = 0.8 / len(order)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) + 2), 4))
     for i, n in enumerate(order):
-        by = {r["name"]: r for r in s["backends"][n]["results"]}
+        by = {r["name"]: r for r in s["arms"][n]["results"]}
         vals = [by.get(r["name"], {}).get("value") for r in rows]
         errs = [by.get(r["name"], {}).get("stderr") for r in rows]
         ax.bar(x + (i - (len(order) - 1) / 2) * width,
@@ -61,28 +61,28 @@ def accuracy_png(s: dict[str, Any]) -> tuple[str, str] | None:
     metric = (rows[0].get("metric") or "acc").split(",")[0]
     ax.set_ylabel(f"{metric} (± stderr)")
     ax.set_ylim(0, 1)
-    ax.set_title("Accuracy per backend and subject group (lm-eval)")
+    ax.set_title("Accuracy per arm and subject group (lm-eval)")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    return ("accuracy per backend and subject group", _png(fig))
+    return ("accuracy per arm and subject group", _png(fig))
 
 
 @_literal_text
 def speed_png(s: dict[str, Any]) -> tuple[str, str] | None:
     """One panel per throughput/latency metric; bars labelled with the speedup over the baseline."""
-    order = [n for n in s["backend_order"] if s["backends"][n]["throughput"]]
-    present = {k for n in order for k in s["backends"][n]["throughput"]}
+    order = [n for n in s["arm_order"] if s["arms"][n]["throughput"]]
+    present = {k for n in order for k in s["arms"][n]["throughput"]}
     keys = [k for k in SPEED_METRICS if k in present] + sorted(present - set(SPEED_METRICS))
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys) + 0.6, 3.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, k in zip(axes[0], keys, strict=True):
-        vals = [s["backends"][n]["throughput"].get(k) for n in order]
+        vals = [s["arms"][n]["throughput"].get(k) for n in order]
         bars = ax.bar(range(len(order)), [np.nan if v is None else v for v in vals],
                       color=[colors[i % len(colors)] for i in range(len(order))])
         for bar, n, v in zip(bars, order, vals, strict=True):
-            x = s["backends"][n]["speedup"].get(k)
+            x = s["arms"][n]["speedup"].get(k)
             if v is not None:
                 ax.annotate("base" if n == s["baseline"] else (f"×{x:.2f}" if x else ""),
                             (bar.get_x() + bar.get_width() / 2, v), ha="center", va="bottom",
@@ -94,4 +94,4 @@ def speed_png(s: dict[str, Any]) -> tuple[str, str] | None:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Speed (labels: speedup over the baseline)")
     fig.tight_layout()
-    return ("throughput and latency per backend with speedups", _png(fig))
+    return ("throughput and latency per arm with speedups", _png(fig))

@@ -2,38 +2,33 @@
 
 Every string in a view is plain text unless built with a :class:`Markup` (the header and the
 table notes, which mix our markup with run data). Much of it comes from the run dir and the
-model (backend names, config values, lm-eval's names, responses, error texts): the HTML is
+model (arm names, versions, model_args, config values, lm-eval's names, responses, error texts): the HTML is
 escaped by jinja2, the markdown by :func:`md_escape` / :func:`md_code`, applied to every plain
 string as it is written out.
 """
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vit_backend_plugin.report.metrics import SPEED_METRICS
+from vit_backend_plugin.report.arm_tables import arm_tables
+from vit_backend_plugin.report.metrics import BENCH_SERVE_ENGINE, SPEED_METRICS
+from vit_backend_plugin.report.table import Table
 
 ICON = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "ERROR": "💥"}
-MAX_MD_DIFF_ROWS = 100  # per backend in report.md; summary.json has them all
-
-
-@dataclass
-class Table:
-    title: str
-    headers: list[str]
-    rows: list[list[str]]
-    note: str = ""
-    numeric_from: int = 1  # columns from here on are right-aligned
+MAX_MD_DIFF_ROWS = 100  # per arm in report.md; summary.json has them all
 
 
 @dataclass
 class View:
     title: str
     header: list[str]  # model, engine, tasks, thresholds
-    verdicts: list[tuple[str, str, str]]  # (backend, verdict, text)
+    verdicts: list[tuple[str, str, str]]  # (arm, verdict, text)
+    warnings: list[str]  # differences from the baseline nobody asked for (provenance.py)
     problems: list[str]
     tables: list[Table] = field(default_factory=list)
     differing: list[Table] = field(default_factory=list)
@@ -112,17 +107,17 @@ def _label(row: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- tables
 def _accuracy_tables(s: dict[str, Any]) -> list[Table]:
-    order = s["backend_order"]
-    by_backend = {n: {r["name"]: r for r in s["backends"][n]["results"]} for n in order}
-    ref = next((s["backends"][n]["results"] for n in order if s["backends"][n]["results"]), [])
+    order = s["arm_order"]
+    by_arm = {n: {r["name"]: r for r in s["arms"][n]["results"]} for n in order}
+    ref = next((s["arms"][n]["results"] for n in order if s["arms"][n]["results"]), [])
     head = ["Groups", "Version", "Filter", "n-shot", "Metric", *order]
 
     def cells(row: dict[str, Any], label: str) -> list[str]:
         m, f = _metric_parts(row["metric"])
         vals = []
         for n in order:
-            r = by_backend[n].get(row["name"])
-            vals.append(fmt_acc(r["value"], r["stderr"]) if r else s["backends"][n]["state"])
+            r = by_arm[n].get(row["name"])
+            vals.append(fmt_acc(r["value"], r["stderr"]) if r else s["arms"][n]["state"])
         ver = "" if row["version"] is None else str(row["version"])
         shot = "" if row["n_shot"] is None else str(row["n_shot"])
         return [label, ver.removesuffix(".0"), f, shot, m, *vals]
@@ -132,13 +127,13 @@ def _accuracy_tables(s: dict[str, Any]) -> list[Table]:
     out = [Table("Accuracy (lm-eval, value ± stderr)", head, groups, numeric_from=5)]
     if subjects:
         head_s = ["Subject", *head[1:]]
-        out.append(Table("Accuracy per subject", head_s, subjects, numeric_from=5))
+        out.append(Table("Accuracy per subject", head_s, subjects, numeric_from=5, collapsed=True))
     return out
 
 
 def _parity_table(s: dict[str, Any], m: Markup) -> Table:
     t = s["thresholds"]
-    head = ["Backend", "Items", "Agreement", "b (base ✓, cand ✗)", "c (base ✗, cand ✓)",
+    head = ["Arm", "Items", "Agreement", "b (base ✓, cand ✗)", "c (base ✗, cand ✓)",
             "McNemar p", "Δacc (pts)", f"{t['confidence']:.0%} CI (pts)", "Verdict"]
     rows = []
     for name, p in s["parity"].items():
@@ -157,23 +152,26 @@ def _parity_table(s: dict[str, Any], m: Markup) -> Table:
 
 
 def _speed_table(s: dict[str, Any]) -> Table | None:
-    order = s["backend_order"]
-    present = {k for n in order for k in s["backends"][n]["throughput"]}
+    order = s["arm_order"]
+    present = {k for n in order for k in s["arms"][n]["throughput"]}
     if not present:
         return None
     keys = [k for k in SPEED_METRICS if k in present] + sorted(present - set(SPEED_METRICS))
-    head = ["Backend", *[SPEED_METRICS.get(k, (k, True))[0] for k in keys]]
+    head = ["Arm", *[SPEED_METRICS.get(k, (k, True))[0] for k in keys]]
     rows = []
     for n in order:
-        b = s["backends"][n]
+        b = s["arms"][n]
         row = [n + (" (baseline)" if n == s["baseline"] else "")]
         for k in keys:
             v, x = b["throughput"].get(k), b["speedup"].get(k)
             row.append(f"{fmt_num(v)} (×{x:.2f})" if v is not None and x is not None
                        else fmt_num(v) if v is not None else b["state"])
         rows.append(row)
-    note = ("Medians over repeats, warm-up excluded (throughput.json). (×N) is the speedup over the "
-            "baseline: candidate/baseline for rates, baseline/candidate for latencies; > 1 is faster.")
+    engines = {s["arms"][n]["throughput_engine"] for n in order if s["arms"][n]["throughput"]}
+    where = ("`vllm bench serve --save-result` files (--bench-serve)" if engines == {BENCH_SERVE_ENGINE}
+             else "Medians over repeats, warm-up excluded (throughput.json)")
+    note = (f"{where}. (×N) is the speedup over the baseline: candidate/baseline for rates, "
+            "baseline/candidate for latencies; > 1 is faster.")
     return Table("Speed", head, rows, note=note)
 
 
@@ -200,7 +198,7 @@ def _differing_tables(s: dict[str, Any], limit: int | None) -> list[Table]:
 
 def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str]]:
     out = []
-    b0 = s["backends"][s["baseline"]]
+    b0 = s["arms"][s["baseline"]]
     base_text = (f"baseline: {b0['task']} {_metric_parts(b0['metric'])[0]} "
                  f"{fmt_acc(b0['accuracy'], b0['stderr'])} (n={b0['n_items']})"
                  if b0["accuracy"] is not None else f"baseline: no accuracy ({b0['state']})")
@@ -208,7 +206,7 @@ def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         base_text += " — " + "; ".join(b0["problems"])
     out.append((s["baseline"], "BASELINE", base_text))
     for name, p in s["parity"].items():
-        b = s["backends"][name]
+        b = s["arms"][name]
         extra = ""
         if b["accuracy"] is not None:
             extra = f" ({_metric_parts(b['metric'])[0]} {fmt_acc(b['accuracy'], b['stderr'])})"
@@ -224,14 +222,18 @@ def build_view(s: dict[str, Any], diff_limit: int | None, m: Markup = PLAIN) -> 
         f"thresholds: α={t['alpha']:g}, |Δacc| ≤ {t['max_abs_delta_points']:g} pts, "
         f"{t['confidence']:.0%} CI, ≥ {t['min_items']} items",
     ]
+    if s["source"] == "lm_eval":
+        header.append("arms read from lm-eval output folders")
     problems = list(s["problems"]) + [
-        f"{n}: {p}" for n in s["backend_order"] for p in s["backends"][n]["problems"]
+        f"{n}: {p}" for n in s["arm_order"] for p in s["arms"][n]["problems"]
     ]
     tables = _accuracy_tables(s) + [_parity_table(s, m)]
     speed = _speed_table(s)
     if speed:
         tables.append(speed)
-    return View(f"ViT backend parity: {s['run_id']}", header, _verdicts(s), problems, tables,
+    tables += arm_tables(s)
+    return View(f"ViT backend parity: {s['run_id']}", header, _verdicts(s),
+                [w["message"] for w in s["warnings"]], problems, tables,
                 _differing_tables(s, diff_limit))
 
 
@@ -258,11 +260,14 @@ def render_markdown(s: dict[str, Any]) -> str:
         label = "" if verdict == "BASELINE" else f" {verdict}"
         out.append(f"- {icon} **{md_escape(name)}**{label}: {md_escape(text)}")
     out.append("")
+    if v.warnings:
+        out += ["## ⚠️ Warnings: differences from the baseline the arms did not ask for", ""]
+        out += [f"- ⚠️ {md_escape(w)}" for w in v.warnings] + [""]
     if v.problems:
         out += ["## Problems", ""] + [f"- {md_escape(p)}" for p in v.problems] + [""]
     for t in v.tables:
-        if t.title == "Accuracy per subject":
-            out += ["<details><summary>Accuracy per subject</summary>", "",
+        if t.collapsed:
+            out += [f"<details><summary>{html.escape(t.title)}</summary>", "",
                     _md_table(t, "###"), "</details>", ""]
         else:
             out.append(_md_table(t))
