@@ -359,7 +359,7 @@ def gpu_table(monkeypatch):
     """A device where every choice runs and cuDNN wins (the table and the availability are data;
     the policy under test is real)."""
     monkeypatch.setattr(auto, "_available", lambda is_cuda, dtype, head: auto.CHOICES)
-    monkeypatch.setattr(auto, "_rows", lambda cap, dtype, head: tuple(ROWS))
+    monkeypatch.setattr(auto, "table_rows", lambda cap, dtype, head: tuple(ROWS))
     decide = auto.decide
     decide.cache_clear()
     yield

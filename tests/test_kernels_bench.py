@@ -260,3 +260,32 @@ def test_turns_rotate_and_a_failed_timing_ends_what_it_should():
     assert b.error is None and b.extra["graph_error"].startswith("RuntimeError")  # only that timing
     _keep(samples, timed, [ValueError("boom"), 2.0], "stream_ms", fatal=True)
     assert a.error.startswith("ValueError") and samples["B"]["stream_ms"] == [2.0]  # the candidate
+
+
+def test_each_shape_says_how_far_it_is_from_the_speed_table_rows_vit_auto_reads():
+    # The shipped H100 table, read as VIT_AUTO reads it: a shape of a shipped row is near; the two
+    # shapes where VIT_AUTO once trailed the best single backend (outside the table) are far, and
+    # the summary and the printed table say so.
+    import io
+
+    from vit_backend_plugin.kernels.auto import table_rows
+    from vit_backend_plugin.tools.bench_kernels.summary import table_distance
+
+    shapes = {"row": parse_shape("d80:16x1024"), "video": parse_shape("d80:32x256"),
+              "long": parse_shape("d64:2x8192@8")}
+    rows = []
+    for name, sh in shapes.items():
+        shape = {"name": name, "head_dim": sh.head_dim, "lens": sh.lens, "heads": sh.heads}
+        dist = table_distance(list(table_rows((9, 0), "bfloat16", sh.head_dim)), shape)
+        results = [Result("FLASH_ATTN", 1.0, 100.0, 0.0, True).__dict__,
+                   Result("VIT_AUTO", 1.0, 99.0, 0.0, True).__dict__]
+        rows.append({"shape": shape, "results": results, "table_distance": dist})
+    near = {r["shape"]["name"]: r["table_distance"]["near"] for r in rows}
+    assert near == {"row": True, "video": False, "long": False}
+    s = summarize(rows)
+    assert [f["shape"] for f in s["far_from_table"]] == ["video", "long"]
+    out = io.StringIO()
+    print_table(rows, ["FLASH_ATTN", "VIT_AUTO"], s, file=out)
+    text = out.getvalue()
+    assert "table dist" in text and "[far] video" in text and "[far] long" in text
+    assert "[far] row" not in text

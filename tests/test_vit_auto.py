@@ -114,7 +114,7 @@ def entry(r, cap=(9, 0), dtype="bfloat16", head=64, shape=""):
 
 def _clear():
     auto._available.cache_clear()
-    auto._rows.cache_clear()
+    auto.table_rows.cache_clear()
     auto.decide.cache_clear()
 
 

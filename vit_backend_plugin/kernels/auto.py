@@ -96,7 +96,7 @@ def _capability(index: int) -> tuple[int, int]:
 
 
 @functools.cache
-def _rows(capability: tuple[int, int], dtype: str, head_size: int) -> tuple[dict, ...]:
+def table_rows(capability: tuple[int, int], dtype: str, head_size: int) -> tuple[dict, ...]:
     from vit_backend_plugin.selection import speed_table
 
     for table in (speed_table.load_user(), speed_table.load_shipped()):
@@ -167,7 +167,7 @@ def decide(capability: tuple[int, int], dtype: str, head_size: int, equal_length
     if capturing:  # padded inputs: cuDNN's equal-length shortcut would attend over the padding
         available = tuple(n for n in available if n != "TORCH_SDPA_CUDNN")
     default = "FLASH_ATTN" if "FLASH_ATTN" in available else DEFAULT
-    return choose(list(_rows(capability, dtype, head_size)), equal_lengths, max_seqlen, num_seqs,
+    return choose(list(table_rows(capability, dtype, head_size)), equal_lengths, max_seqlen, num_seqs,
                   available, default, call_flops=None if capturing else call_flops,
                   num_heads=num_heads)
 

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from vit_backend_plugin.kernels.auto import table_rows
 from vit_backend_plugin.tools import (
     bench_vllm_layers as bench_vllm,  # imports vLLM only when called
 )
@@ -17,7 +18,7 @@ from vit_backend_plugin.tools.bench_kernels.shapes import (
     default_shapes,
     parse_shape,
 )
-from vit_backend_plugin.tools.bench_kernels.summary import SUMMARY_KEYS, summarize
+from vit_backend_plugin.tools.bench_kernels.summary import SUMMARY_KEYS, summarize, table_distance
 from vit_backend_plugin.tools.bench_kernels.sweep import sweep_configs
 
 
@@ -85,6 +86,9 @@ def collect(args) -> dict:
                          "kv_heads": sh.kv_heads, "flops": sh.flops},
                "dtype": dname, "results": [r.__dict__ for r in res],
                "issue_reference": ISSUE_REFERENCE.get(sh.name)}
+        # How far this call is from any row VIT_AUTO could use (it runs stock's backend when far).
+        row["table_distance"] = table_distance(
+            list(table_rows(tuple(meta["capability"]), dname, sh.head_dim)), row["shape"])
         if engine:
             row["stock"] = stock[(sh.head_dim, dname)]
             row["pick"] = bench_vllm.picked_backend(cache, sh, dtype)

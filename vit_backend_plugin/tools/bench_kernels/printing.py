@@ -20,7 +20,8 @@ def print_table(rows: list[dict], names: list[str], summary: dict, file=None) ->
     print(f"\nTFLOP/s (4*S^2*D*H per sequence), median, timed {METRICS[metric]}; "
           "'!' = numerics failed, '-' = unavailable", file=file)
     print(f"{'shape':<{w}}" + "".join(f"{short[n]:>11}" for n in names)
-          + f"{'best':>12}{'AUTO/best':>10}{'pick':>12}{'pick/stock':>11}{'stock':>12}", file=file)
+          + f"{'best':>12}{'AUTO/best':>10}{'pick':>12}{'pick/stock':>11}{'stock':>12}{'table dist':>11}",
+          file=file)
     for row in rows:
         by = {r["candidate"]: r for r in row["results"]}
         line = f"{row['shape']['name']:<{w}}"
@@ -39,6 +40,7 @@ def print_table(rows: list[dict], names: list[str], summary: dict, file=None) ->
         line += f"{row.get('pick') or '-':>12}"
         line += f"{t['PICK'] / t[stock]:>10.3f}x" if t.get("PICK") and t.get(stock) else f"{'-':>11}"
         line += f"{stock or '-':>12}"
+        line += f"{_distance_cell(row):>11}"
         print(line, file=file)
     print(f"geomean VIT_AUTO/best single {summary['geomean_auto_vs_best_single']:.3f}x, "
           f"pick/stock vLLM {summary['geomean_pick_vs_stock']:.3f}x, "
@@ -47,8 +49,22 @@ def print_table(rows: list[dict], names: list[str], summary: dict, file=None) ->
     if ctrl:  # what a ratio of one kernel to itself reads in this run: the checks' resolution
         print(f"same-kernel control (PICK / the layer of the backend it picked, {len(ctrl)} shapes): "
               f"lowest {ctrl[0]:.3f}x, median {ctrl[len(ctrl) // 2]:.3f}x, highest {ctrl[-1]:.3f}x", file=file)
+    for f in summary.get("far_from_table") or []:
+        print(f"  [far] {f['shape']}: no speed-table row near (nearest {f['nearest']}, octaves "
+              f"{f['octaves']}): VIT_AUTO ran stock's backend", file=file)
     for c in summary["checks"]:
         print(f"  [{'ok' if c['ok'] else 'MISS'}] {c['target']}: {c['value']}", file=file)
+
+
+def _distance_cell(row: dict) -> str:
+    """Octaves to the nearest speed-table row VIT_AUTO could use; '*' = too far (it runs stock's
+    backend there); 'none' = no row of the call's kind; '-' = not recorded."""
+    if "table_distance" not in row:
+        return "-"
+    d = row["table_distance"]
+    if d is None:
+        return "none"
+    return f"{d['total_octaves']:.1f}" + ("" if d["near"] else "*")
 
 
 def print_host_table(rows: list[dict], names: list[str], file=None) -> None:

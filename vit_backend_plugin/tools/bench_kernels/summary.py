@@ -49,9 +49,23 @@ class ShapeSummary:
     columns: dict[str, Any] = field(default_factory=dict)
 
 
+def table_distance(table_rows: list[dict], shape: dict) -> dict | None:
+    """How far one benchmark shape (one call: ``lens``, ``heads``) is from the nearest row of the
+    speed table VIT_AUTO reads for its device, dtype and head size: VIT_AUTO's own measure
+    (:func:`vit_backend_plugin.kernels.row_distance.nearest_row_distance`), so a shape where it
+    ran stock's backend because no row was near says so. None: no row of the call's kind."""
+    from vit_backend_plugin.kernels.row_distance import nearest_row_distance
+
+    lens = shape["lens"]
+    return nearest_row_distance(table_rows, equal_lengths=len(set(lens)) == 1,
+                                max_seqlen=max(lens), num_seqs=len(lens), num_heads=shape.get("heads"))
+
+
 def add_table_distance(summary: ShapeSummary, row: dict) -> None:
-    """The place for a per-call column: this shape's distance to the nearest measured
-    speed-table row, into ``summary.columns``. Not implemented yet: adds nothing."""
+    """This shape's distance to the nearest measured speed-table row (``row["table_distance"]``,
+    recorded by the run), into ``summary.columns``."""
+    if "table_distance" in row:
+        summary.columns["table_distance"] = row["table_distance"]
 
 
 def shape_summary(row: dict, metric: str = "tflops") -> ShapeSummary | None:
@@ -80,10 +94,15 @@ def summarize(rows: list[dict], metric: str = "tflops") -> dict:
     best single backend, the resolver's per-process pick against stock vLLM's default, our Triton
     kernel's gap to vLLM's."""
     checks, auto_vs_best, pick_vs_stock, ours_vs_stock_triton, same_kernel = [], [], [], [], []
+    far = []  # shapes no table row is near: VIT_AUTO ran stock's backend there
     for row in rows:
         s = shape_summary(row, metric)
         if s is None:
             continue
+        dist = s.columns.get("table_distance")
+        if "table_distance" in s.columns and not (dist and dist["near"]):
+            far.append({"shape": s.name, "nearest": dist and dist["shape"],
+                        "octaves": dist and dist["octaves"]})
         row.setdefault("best_single_by", {})[metric] = s.best
         if metric == "tflops":
             row["best_single"] = s.best
@@ -106,7 +125,8 @@ def summarize(rows: list[dict], metric: str = "tflops") -> dict:
     return {"metric": metric, "geomean_auto_vs_best_single": _geomean(auto_vs_best),
             "geomean_pick_vs_stock": _geomean(pick_vs_stock),
             "geomean_ours_vs_stock_triton": _geomean(ours_vs_stock_triton), "checks": checks,
-            "same_kernel_control": sorted(round(x, 3) for x in same_kernel)}
+            "same_kernel_control": sorted(round(x, 3) for x in same_kernel),
+            "far_from_table": far}
 
 
 def resolver_pick_checks(rows: list[dict], tolerance: float = 0.05,
