@@ -1,6 +1,6 @@
 """Child process for the throughput phase: ``python -m vit_backend_plugin.harness.throughput --spec JSON``.
 
-One fresh process per backend. Writes ``throughput.json`` atomically (see :mod:`vit_backend_plugin.rundir.layout`):
+One fresh process per arm. Writes ``throughput.json`` atomically (see :mod:`vit_backend_plugin.rundir.layout`):
 
 * engine ``vllm``: offline generation over random images exactly like
   ``vllm bench serve --dataset-name random-mm --backend openai-chat``: the prompts come from
@@ -31,6 +31,8 @@ import statistics
 import sys
 import time
 from typing import Any
+
+from vit_backend_plugin.harness.engine_record import arm_env, engine_config
 
 # engine_args are lm-eval model_args; these are lm-eval's own (not vLLM / transformers) arguments.
 LM_EVAL_ONLY_ARGS = frozenset({
@@ -191,6 +193,7 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
                 "encoder_forward_s": enc,
                 "requests_per_s": len(outs) / wall,
                 "input_tokens_per_s": in_tokens / wall,
+                "input_tokens": in_tokens,
                 "ttft_mean_ms": statistics.fmean(ttft) if ttft else None,
                 "ttft_p99_ms": percentile(ttft, 99) if ttft else None,
                 "wall_s": wall,
@@ -200,7 +203,9 @@ def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
         progress(done, total)
     return {"repeats": repeats, "engine_settings": {**NO_CACHES, "images_per_repeat": n_images,
                                                     "encoder_timer": kwargs["enable_mm_processor_stats"],
-                                                    "fresh_images_each_repeat": True}}
+                                                    "fresh_images_each_repeat": True},
+            "engine_config": engine_config(llm.llm_engine.vllm_config,
+                                           {k: v for k, v in kwargs.items() if k in spec["engine_args"]})}
 
 
 def encoder_forward_s(llm) -> float | None:
@@ -352,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     med = median_metrics(repeats)
     doc = {
         "engine": spec["engine"],
+        "arm": spec.get("arm", spec["backend"]),
         "backend": spec["backend"],
+        "arm_env": arm_env(spec),  # the arm's environment as the child saw it
         "metrics": {k: med.get(k) for k in keys},
         "repeats": repeats,
         "settings": spec["settings"],

@@ -5,7 +5,8 @@
                                  arm's effective settings
         <arm>/
             status.json          ArmStatus: state per phase, error text if any
-            settings.json        the arm's effective settings as they ran (ARM_SETTINGS)
+            settings.json        the arm's effective settings as they ran (ARM_SETTINGS), and
+                                 the versions (read by its interpreter) and GPU that ran it
             lm_eval/             lm-eval's --output_path (results_*.json, samples_*.jsonl as lm-eval writes them)
             throughput.json      Throughput (see below)
             command.json         the exact argv + env overrides each phase ran with
@@ -134,6 +135,10 @@ def _check_shape(data: object, fields: dict[str, type], what: str) -> None:
 # throughput.json (written atomically by the throughput phase):
 # {
 #   "engine": "vllm" | "hf",
+#   "arm": name, "backend": name,
+#   "arm_env": {...},       # the arm's environment variables as the child process had them
+#   "engine_config": {...}, # vllm: the engine's configuration as vLLM parsed it (encoder-relevant
+#                           # fields, and each engine argument the arm passed, read back)
 #   "metrics": {            # medians over repeats, warm-up excluded
 #       vllm: "images_per_s", "encoder_images_per_s" (vLLM's encoder-forward timer), "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
 #       hf:   "images_per_s", "prefill_tokens_per_s"
