@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from vit_backend_plugin.harness.arms import Arm, resolve_arm
 from vit_backend_plugin.harness.commands import accuracy_command, throughput_command
 from vit_backend_plugin.harness.config import load_config
 
@@ -30,6 +31,12 @@ VLLM_PROVIDED = {"FLASH_ATTN", "TRITON_ATTN", "TORCH_SDPA", "FLASHINFER", "ROCM_
 PLUGIN = {"VIT_TRITON", "VIT_AUTO", "TORCH_SDPA_CUDNN", "FLASH_ATTN_UPSTREAM", "XFORMERS"}
 
 
+def arm(cfg, name: str, python: str | None = None) -> Arm:
+    """The resolved arm, optionally on another interpreter (as an arm's ``python`` sets it)."""
+    a = resolve_arm(cfg, name)
+    return Arm(**{**a.__dict__, "python": python}) if python else a
+
+
 def lm_eval_parse(args: list[str]):
     from lm_eval._cli import HarnessCLI
 
@@ -43,7 +50,7 @@ def test_vllm_lm_eval_argv_and_env(tmp_path, name):
     assert len(cfg.backends) >= 2
     for backend in cfg.backends:
         bdir = tmp_path / backend
-        cmd = accuracy_command(cfg, backend, bdir, python="/py")
+        cmd = accuracy_command(cfg, arm(cfg, backend, python="/py"), bdir)
         margs = {"pretrained": model}
         env = {}
         if backend in VLLM_PROVIDED:
@@ -85,9 +92,9 @@ def test_backend_selection_never_leaks_between_backends(tmp_path, monkeypatch):
 
     monkeypatch.setenv("VIT_ATTN_BACKEND", "XFORMERS")
     cfg = load_config(CONFIGS / "internvl3_5_4b.yaml")
-    env = child_env(accuracy_command(cfg, "FLASH_ATTN", tmp_path))
+    env = child_env(accuracy_command(cfg, arm(cfg, "FLASH_ATTN"), tmp_path))
     assert "VIT_ATTN_BACKEND" not in env
-    env = child_env(accuracy_command(cfg, "VIT_TRITON", tmp_path))
+    env = child_env(accuracy_command(cfg, arm(cfg, "VIT_TRITON"), tmp_path))
     assert env["VIT_ATTN_BACKEND"] == "VIT_TRITON"
 
 
@@ -98,7 +105,7 @@ def test_engine_args_and_options_reach_lm_eval(tmp_path):
          "max_images_per_prompt": 3, "seed": 7, "gen_kwargs": {"max_gen_toks": 16},
          "env": {"CUDA_VISIBLE_DEVICES": "1"}, "limit": 0.5},
     )
-    cmd = accuracy_command(cfg, "TORCH_SDPA", tmp_path)
+    cmd = accuracy_command(cfg, arm(cfg, "TORCH_SDPA"), tmp_path)
     ns = lm_eval_parse(cmd.lm_eval_argv[1:])
     assert ns.model_args == {
         "pretrained": "Qwen/Qwen2.5-VL-7B-Instruct", "mm_encoder_attn_backend": "TORCH_SDPA",
@@ -113,7 +120,7 @@ def test_engine_args_and_options_reach_lm_eval(tmp_path):
 
 def test_hf_engine_uses_attn_implementation(tmp_path):
     cfg = load_config(CONFIGS / "demo_hf.yaml")
-    cmd = accuracy_command(cfg, "sdpa", tmp_path, include_path="/tasks")
+    cmd = accuracy_command(cfg, arm(cfg, "sdpa"), tmp_path, include_path="/tasks")
     ns = lm_eval_parse(cmd.lm_eval_argv[1:])
     assert ns.model == "hf-multimodal"
     assert ns.model_args["attn_implementation"] == "sdpa"
@@ -124,7 +131,7 @@ def test_hf_engine_uses_attn_implementation(tmp_path):
 
 def test_throughput_command_carries_the_settings(tmp_path):
     cfg = load_config(CONFIGS / "llava_onevision_qwen2_7b.yaml")
-    cmd = throughput_command(cfg, "FLASH_ATTN_UPSTREAM", tmp_path, python=sys.executable)
+    cmd = throughput_command(cfg, arm(cfg, "FLASH_ATTN_UPSTREAM"), tmp_path)
     assert cmd.argv[:4] == [sys.executable, "-m", "vit_backend_plugin.harness.throughput", "--spec"]
     spec = json.loads(cmd.argv[4])
     assert spec["route"] == "env" and cmd.env == {"VIT_ATTN_BACKEND": "FLASH_ATTN_UPSTREAM"}
@@ -179,7 +186,7 @@ def test_seed_configs_dry_run_prints_every_command_and_runs_nothing(tmp_path, ca
     assert rc == 0
     cfg = load_config(CONFIGS / name)
     lines = printed.splitlines()
-    for backend in cfg.ordered_backends():
+    for backend in cfg.ordered_arm_names():
         acc = lines[lines.index(f"# {backend} accuracy") + 1]
         assert "lm_eval --model vllm-vlm" in acc and "--log_samples" in acc
         assert ("VIT_ATTN_BACKEND=" + backend in acc) == (backend in PLUGIN)
@@ -201,10 +208,10 @@ def test_dry_run_still_validates(tmp_path, capsys):
 def test_auto_backend_sets_neither_engine_arg_nor_env(tmp_path):
     cfg = load_config(CONFIGS / "h100_demo.yaml")
     assert "AUTO" in cfg.backends
-    acc = accuracy_command(cfg, "AUTO", tmp_path)
+    acc = accuracy_command(cfg, arm(cfg, "AUTO"), tmp_path)
     margs = lm_eval_parse(acc.lm_eval_argv[1:]).model_args
     assert "mm_encoder_attn_backend" not in margs and "VIT_ATTN_BACKEND" not in acc.env
-    spec = json.loads(throughput_command(cfg, "AUTO", tmp_path).argv[4])
+    spec = json.loads(throughput_command(cfg, arm(cfg, "AUTO"), tmp_path).argv[4])
     assert spec["route"] == "auto"
     # the child strips an inherited VIT_ATTN_BACKEND too: AUTO really is the automatic choice
     import os

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from vit_backend_plugin.harness import runner
+from vit_backend_plugin.harness.arms import resolve_arms
 from vit_backend_plugin.harness.commands import PhaseCommand
 from vit_backend_plugin.harness.config import parse_config
 from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT, ArmStatus
@@ -42,14 +43,15 @@ HANG_SILENTLY = "import sys, time; print('loading...', flush=True); time.sleep(f
 
 
 def fake_commands(monkeypatch, hung: set[str], silent: set[str], sleep: float = SLEEP):
-    def accuracy(cfg, backend, bdir, include_path=None, python=None):
+    def accuracy(cfg, arm, bdir, include_path=None):
+        backend = arm.name
         if backend in silent:
             return PhaseCommand([sys.executable, "-c", HANG_SILENTLY, str(sleep)], {})
         pause = sleep if backend in hung else 0
         return PhaseCommand([sys.executable, "-c", textwrap.dedent(WRITE_RESULTS),
                              str(Path(bdir) / LM_EVAL_DIR), str(pause)], {})
 
-    def throughput(cfg, backend, bdir, python=None):
+    def throughput(cfg, arm, bdir):
         return PhaseCommand([sys.executable, "-c", WRITE_THROUGHPUT, str(Path(bdir) / THROUGHPUT)], {})
 
     monkeypatch.setattr(runner, "accuracy_command", accuracy)
@@ -63,7 +65,7 @@ def plan(tmp_path: Path, backends: list[str], **extra) -> runner.Plan:
     cfg = parse_config({"model": str(model), "engine": "hf", "backends": backends,
                         "output_dir": str(tmp_path), "run_id": "run", **extra})
     return runner.Plan(cfg=cfg, run_dir=tmp_path / "run", model=str(model), include_path=None,
-                       backends=cfg.ordered_backends())
+                       arms=resolve_arms(cfg))
 
 
 def test_hung_after_results_is_terminated_and_counted_complete_timeout_without_results_crashes(
@@ -74,7 +76,7 @@ def test_hung_after_results_is_terminated_and_counted_complete_timeout_without_r
     rc = runner.execute(p, report=False)
     took = time.monotonic() - t0
     assert took < 60, took  # neither sleeping child was waited for
-    assert rc == 1  # one backend crashed
+    assert rc == 3  # one backend crashed: ERROR
 
     eager = ArmStatus.read(p.run_dir / "eager")
     assert eager.phases == {"accuracy": "complete", "throughput": "complete"}
@@ -144,3 +146,23 @@ def test_termination_ends_the_whole_process_group(tmp_path):
     status = Path(f"/proc/{grandchild}/status")
     # gone, or at most a zombie waiting for init to reap it (it holds no memory then)
     assert not status.exists() or "zombie" in status.read_text()
+
+
+def test_error_text_names_the_root_cause_above_the_last_lines():
+    """A vLLM engine that refuses its settings logs the reason in its worker; the parent's last
+    lines only say "See root cause above". The error keeps the cause (first exception line)."""
+    worker = ("(Worker pid=19995) ERROR 12-06 20:14:51 [multiproc_executor.py:953] ValueError: "
+              "mm_encoder_attn_dtype='fp8' requires either the ROCM_AITER_FA backend on ROCm")
+    tail = ["(EngineCore pid=1) INFO loading", worker,
+            *[f'  File "x.py", line {i}, in f' for i in range(40)],
+            "Exception: WorkerProc initialization failed due to an exception in a background process.",
+            "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}"]
+    text = runner.ChildResult(1, 2.0, tail).error_text()
+    assert text.splitlines()[:2] == [
+        "exit code 1", "cause: ValueError: mm_encoder_attn_dtype='fp8' requires either the "
+                       "ROCM_AITER_FA backend on ROCm"]
+    assert text.splitlines()[-1].startswith("RuntimeError: Engine core initialization failed")
+    assert runner.headline(text).startswith("ValueError: mm_encoder_attn_dtype='fp8'")
+    # no exception line: the last line is the headline
+    plain = runner.ChildResult(137, 2.0, ["loading...", "Killed"]).error_text()
+    assert "cause:" not in plain and runner.headline(plain) == "Killed"

@@ -18,6 +18,29 @@ from vit_backend_plugin.harness.commands import PhaseCommand
 _TQDM = re.compile(r"(\d+)/(\d+) \[")
 _OWN_PROGRESS = re.compile(r"^VIT_PARITY_PROGRESS (\d+)/(\d+)")
 _ERROR_LINES = 25
+# An exception line ("ValueError: ...") once vLLM's log prefix ("(Worker pid=7) ERROR 12-06
+# 20:14:51 [file.py:953] ") and torch's "[rank0]: " are taken off.
+_LOG_PREFIX = re.compile(r"^(?:\([^)]*pid=\d+\)\s+)?(?:[A-Z]+ \d\d-\d\d [\d:]+ \[[^\]]*\]\s+)?"
+                         r"(?:\[rank\d+\]:\s*)?")
+_EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*)?(?:Error|Exception)(?::\s.*)?$")
+CAUSE = "cause: "  # error_text's line for the root cause, when it is above the last lines
+
+
+def exception_lines(lines: list[str]) -> list[str]:
+    """The exception lines among a child's output, in order, without log prefixes."""
+    out = []
+    for line in lines:
+        text = _LOG_PREFIX.sub("", line, count=1).strip()
+        if _EXCEPTION.match(text):
+            out.append(text)
+    return out
+
+
+def headline(error_text: str) -> str:
+    """One line for a failed phase: the root cause where error_text names one, else its last line."""
+    lines = error_text.strip().splitlines()
+    cause = next((ln for ln in lines if ln.startswith(CAUSE)), None)
+    return cause[len(CAUSE):] if cause else (lines[-1] if lines else "")
 
 
 @dataclass
@@ -33,9 +56,16 @@ class ChildResult:
         return (self.returncode == 0 or self.terminated_after_results) and not self.timed_out
 
     def error_text(self) -> str:
+        """The head, the root cause (the first exception line of the output kept: a vLLM engine
+        that fails to start logs the reason in its worker, far above the parent's "Engine core
+        initialization failed. See root cause above"), then the last lines."""
         head = (f"crashed: no complete results after the time limit ({self.seconds:.0f}s): killed"
                 if self.timed_out else f"exit code {self.returncode}")
-        return "\n".join([head, *self.tail[-_ERROR_LINES:]])[-4000:]
+        last = self.tail[-_ERROR_LINES:]
+        causes = exception_lines(self.tail)
+        cause = [CAUSE + causes[0][:1000]] if causes else []
+        body = "\n".join(last)[-(4000 - sum(map(len, cause)) - len(head) - 2):]
+        return "\n".join([head, *cause, body])
 
 
 def child_env(cmd: PhaseCommand) -> dict[str, str]:

@@ -1,5 +1,7 @@
-"""The exact command line and environment each phase of each backend runs with. Pure: no imports
-of torch, vLLM or lm-eval, so it is cheap to build and to test.
+"""The exact command line and environment each phase of each arm runs with, built from the arm's
+one resolved :class:`~vit_backend_plugin.harness.arms.Arm` (backend, effective engine args and
+environment, interpreter, lm-eval model_args). Pure: no imports of torch, vLLM or lm-eval, so it
+is cheap to build and to test.
 
 Accuracy runs lm-eval's own CLI (``python -m lm_eval ...``) in a fresh process, started through
 the thin wrapper :mod:`vit_backend_plugin.harness.lm_eval_child` (it registers the plugin's
@@ -11,12 +13,12 @@ hands the same argv to ``lm_eval.__main__.cli_evaluate``). ``lm_eval_argv`` is t
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vit_backend_plugin.harness.config import Config, backend_route
+from vit_backend_plugin.harness.arms import Arm, resolve_backend
+from vit_backend_plugin.harness.config import Config
 from vit_backend_plugin.rundir.layout import LM_EVAL_DIR, THROUGHPUT
 
 LM_EVAL_MODEL = {"vllm": "vllm-vlm", "hf": "hf-multimodal"}
@@ -34,39 +36,15 @@ class PhaseCommand:
         return {k: v for k, v in asdict(self).items() if v not in (None, {})}
 
 
-def model_args(cfg: Config, backend: str) -> dict[str, Any]:
-    """lm-eval ``--model_args`` for one backend (pretrained first, then the backend, then extras)."""
-    args: dict[str, Any] = {"pretrained": cfg.model}
-    route = backend_route(cfg.engine, backend)
-    if cfg.engine == "vllm":
-        if route == "engine_arg":
-            args["mm_encoder_attn_backend"] = backend
-    else:
-        args["attn_implementation"] = backend
-    if cfg.max_images_per_prompt is not None:
-        args["max_images"] = cfg.max_images_per_prompt
-    if cfg.trust_remote_code:
-        args["trust_remote_code"] = True
-    args.update(cfg.engine_args)
-    return args
-
-
-def backend_env(cfg: Config, backend: str) -> dict[str, str]:
-    env = dict(cfg.env)
-    if cfg.engine == "vllm" and backend_route(cfg.engine, backend) == "env":
-        env["VIT_ATTN_BACKEND"] = backend
-    return env
-
-
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and x >= 1 else repr(float(x))
 
 
-def lm_eval_args(cfg: Config, backend: str, output_path: Path, include_path: str | None) -> list[str]:
+def lm_eval_args(cfg: Config, arm: Arm, output_path: Path, include_path: str | None) -> list[str]:
     """Arguments after ``lm_eval`` (the legacy/`run` form seed 001 uses)."""
     a = [
         "--model", LM_EVAL_MODEL[cfg.engine],
-        "--model_args", json.dumps(model_args(cfg, backend)),
+        "--model_args", json.dumps(arm.model_args),
         "--tasks", ",".join(cfg.tasks),
     ]
     if include_path:
@@ -90,48 +68,45 @@ def lm_eval_args(cfg: Config, backend: str, output_path: Path, include_path: str
     return a
 
 
-def accuracy_command(
-    cfg: Config,
-    backend: str,
-    backend_dir: Path,
-    include_path: str | None = None,
-    python: str | None = None,
-) -> PhaseCommand:
-    args = lm_eval_args(cfg, backend, Path(backend_dir) / LM_EVAL_DIR, include_path)
+def backend_env(cfg: Config, backend: str) -> dict[str, str]:
+    """The environment of that backend with the config's settings (scripts/ name backends)."""
+    return dict(resolve_backend(cfg, backend).env)
+
+
+def accuracy_command(cfg: Config, arm: Arm, arm_dir: Path,
+                     include_path: str | None = None) -> PhaseCommand:
+    args = lm_eval_args(cfg, arm, Path(arm_dir) / LM_EVAL_DIR, include_path)
     return PhaseCommand(
-        argv=[python or sys.executable, "-m", "vit_backend_plugin.harness.lm_eval_child", *args],
-        env=backend_env(cfg, backend),
+        argv=[arm.python, "-m", "vit_backend_plugin.harness.lm_eval_child", *args],
+        env=dict(arm.env),
         lm_eval_argv=["lm_eval", *args],
     )
 
 
-def throughput_spec(cfg: Config, backend: str, backend_dir: Path) -> dict[str, Any]:
-    """Everything the throughput child needs, as plain JSON (recorded verbatim in command.json)."""
+def throughput_spec(cfg: Config, arm: Arm | str, arm_dir: Path) -> dict[str, Any]:
+    """Everything the throughput child needs, as plain JSON (recorded verbatim in command.json).
+    A backend name stands for that backend with the config's settings (scripts/)."""
+    arm = resolve_backend(cfg, arm) if isinstance(arm, str) else arm
     return {
         "engine": cfg.engine,
         "model": cfg.model,
-        "backend": backend,
-        "route": backend_route(cfg.engine, backend),
+        "arm": arm.name,
+        "backend": arm.backend,
+        "route": arm.route,
         "trust_remote_code": cfg.trust_remote_code,
         "seed": cfg.throughput.seed,
         "device": cfg.device,
-        "engine_args": cfg.engine_args,
+        "engine_args": arm.engine_args,
+        "env_keys": sorted(arm.env),  # the child records what it saw of these
         "settings": cfg.throughput.model_dump(mode="json"),
-        "out": str(Path(backend_dir) / THROUGHPUT),
+        "out": str(Path(arm_dir) / THROUGHPUT),
     }
 
 
-def throughput_command(
-    cfg: Config, backend: str, backend_dir: Path, python: str | None = None
-) -> PhaseCommand:
-    spec = throughput_spec(cfg, backend, backend_dir)
+def throughput_command(cfg: Config, arm: Arm, arm_dir: Path) -> PhaseCommand:
+    spec = throughput_spec(cfg, arm, arm_dir)
     return PhaseCommand(
-        argv=[
-            python or sys.executable,
-            "-m",
-            "vit_backend_plugin.harness.throughput",
-            "--spec",
-            json.dumps(spec, sort_keys=True),
-        ],
-        env=backend_env(cfg, backend),
+        argv=[arm.python, "-m", "vit_backend_plugin.harness.throughput", "--spec",
+              json.dumps(spec, sort_keys=True)],
+        env=dict(arm.env),
     )

@@ -6,6 +6,10 @@ lm-eval task, a local model path that does not exist, an inconsistent setting. T
 loading are here; the checks against the installed software and the filesystem are in
 :mod:`vit_backend_plugin.harness.config_checks`.
 
+A config compares **arms**: each arm is one setting under test (a ViT backend, engine arguments,
+environment, an interpreter); ``backends: [A, B]`` is shorthand for arms named after the
+backends. Arm resolution (merging an arm over the config) is :mod:`vit_backend_plugin.harness.arms`.
+
 Backend names come from data, not from lists here:
 
 * engine ``vllm``: the backend catalog (``vit_backend_plugin/data/vit_backends.yaml`` via
@@ -82,9 +86,63 @@ def backend_route(engine: str, backend: str) -> str:
     return "attn_implementation+plugin" if backend in hf_plugin_backends() else "attn_implementation"
 
 
+# --------------------------------------------------------------------------- shared rules
+ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # an arm's name is its directory's name
+ARM_NAME_MAX = 64
+# Set by the harness per arm (from the arm's backend), never by engine_args.
+RESERVED_ENGINE_ARGS = ("pretrained", "mm_encoder_attn_backend", "attn_implementation")
+BACKEND_ENV = "VIT_ATTN_BACKEND"  # the plugin's backends reach vLLM through it: set per arm
+
+
+def _check_arm_name(name: str) -> str:
+    if len(name) > ARM_NAME_MAX or not ARM_NAME.match(name):
+        raise ValueError(f"arm name {name!r} cannot be a directory name (letters, digits, '.', "
+                         f"'_', '-', starting with a letter or digit, at most {ARM_NAME_MAX})")
+    return name
+
+
+def _check_engine_args(args: dict[str, Any]) -> dict[str, Any]:
+    clash = [k for k in RESERVED_ENGINE_ARGS if k in args]
+    if clash:
+        raise ValueError(f"engine_args may not set {', '.join(clash)} (the harness sets it per "
+                         "arm from its backend)")
+    return args
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    if BACKEND_ENV in env:
+        raise ValueError(f"{BACKEND_ENV} is set per backend by the harness; list the backend instead")
+    return env
+
+
 # --------------------------------------------------------------------------- models
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ArmConfig(_Strict):
+    """One arm as written: only what differs from the config's own settings."""
+
+    name: str
+    backend: str | None = None  # default: AUTO (engine vllm: the automatic choice)
+    engine_args: dict[str, Any] = Field(default_factory=dict)  # deep-merged over the config's
+    env: dict[str, str] = Field(default_factory=dict)  # merged over the config's env
+    python: str | None = None  # another interpreter for this arm's children (default: this one)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        return _check_arm_name(v)
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_args(cls, v):
+        return _check_engine_args(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v):
+        return _check_env(v)
 
 
 class ThroughputConfig(_Strict):
@@ -136,8 +194,9 @@ class Config(_Strict):
     description: str | None = None
     model: str
     engine: Literal["vllm", "hf"]
-    backends: list[str] = Field(min_length=1)
-    baseline: str | None = None  # default: backends[0]
+    arms: list[ArmConfig] | None = Field(None, min_length=1)
+    backends: list[str] | None = Field(None, min_length=1)  # shorthand: one arm per backend
+    baseline: str | None = None  # an arm name; default: the first arm
     tasks: list[str] = Field(default_factory=lambda: ["mmmu_val"], min_length=1)
     include_path: str | None = None  # lm-eval --include_path (extra task yaml dir)
     limit: int | float | None = None  # lm-eval --limit: per task, count (>= 1) or fraction (< 1)
@@ -164,9 +223,22 @@ class Config(_Strict):
     @field_validator("backends")
     @classmethod
     def _unique(cls, v):
+        if v is None:
+            return v
         dup = sorted({b for b in v if v.count(b) > 1})
         if dup:
             raise ValueError(f"listed twice: {', '.join(dup)}")
+        for b in v:
+            _check_arm_name(b)
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _unique_arms(cls, v):
+        names = [a.name for a in v or []]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"arm name listed twice: {', '.join(dup)}")
         return v
 
     @field_validator("limit", mode="before")
@@ -196,37 +268,60 @@ class Config(_Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, v):
-        if "VIT_ATTN_BACKEND" in v:
-            raise ValueError("VIT_ATTN_BACKEND is set per backend by the harness; list the backend instead")
-        return v
+        return _check_env(v)
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_args(cls, v):
+        return _check_engine_args(v)
 
     @model_validator(mode="after")
     def _semantics(self):
-        if self.baseline is not None and self.baseline not in self.backends:
-            raise ValueError(f"baseline {self.baseline!r} is not one of the backends {self.backends}")
+        if (self.arms is None) == (self.backends is None):
+            raise ValueError("give either 'arms' or 'backends' (shorthand: one arm per backend)"
+                             + (", not both" if self.arms is not None else ""))
+        names = self.arm_names()
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the arms {names}")
         if self.engine == "hf" and not isinstance(self.batch_size, int):
             raise ValueError("batch_size 'auto' is not supported by lm-eval's hf-multimodal model; use an integer")
-        reserved = {"pretrained", "mm_encoder_attn_backend", "attn_implementation"}
-        clash = sorted(reserved & set(self.engine_args))
-        if clash:
-            raise ValueError(f"engine_args may not set {', '.join(clash)} (the harness sets it per backend)")
         return self
 
     # -- derived
+    def arm_configs(self) -> list[ArmConfig]:
+        """The arms as written, in config order (``backends:`` gives one per backend)."""
+        if self.arms is not None:
+            return list(self.arms)
+        return [ArmConfig(name=b, backend=b) for b in self.backends or []]
+
+    def arm_names(self) -> list[str]:
+        return [a.name for a in self.arm_configs()]
+
     @property
     def baseline_name(self) -> str:
-        return self.baseline or self.backends[0]
+        return self.baseline or self.arm_names()[0]
 
-    def ordered_backends(self) -> list[str]:
+    def ordered_arm_names(self) -> list[str]:
         """Baseline first, then the rest in config order."""
         b = self.baseline_name
-        return [b] + [x for x in self.backends if x != b]
+        return [b] + [x for x in self.arm_names() if x != b]
 
 
 # --------------------------------------------------------------------------- loading
-def _one_line(err: ValidationError, source: str) -> str:
+def _loc(parts: tuple, data: Any) -> str:
+    """Dotted location; an arm is named by its name where it has one (``arms.fp8.env``)."""
+    parts = list(parts)
+    if len(parts) > 1 and parts[0] == "arms" and isinstance(parts[1], int) and isinstance(data, dict):
+        arms = data.get("arms")
+        arm = arms[parts[1]] if isinstance(arms, list) and parts[1] < len(arms) else None
+        if isinstance(arm, dict) and isinstance(arm.get("name"), str) and ARM_NAME.match(arm["name"]):
+            parts[1] = arm["name"]
+    return ".".join(str(p) for p in parts) or "config"
+
+
+def _one_line(err: ValidationError, source: str, data: Any = None) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "config"
+    loc = _loc(e["loc"], data)
     kind = e["type"]
     if kind == "extra_forbidden":
         msg = f"unknown key {loc!r}"
@@ -246,12 +341,28 @@ def parse_config(data: Any, source: str = "config") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_one_line(e, source)) from None
+        raise ConfigError(_one_line(e, source, data)) from None
     return cfg
 
 
-def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Config:
-    """Read + schema-validate a YAML config (``overrides`` replace top-level keys first)."""
+def select_arms(data: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``--arms A,B``: the config's top-level overrides that run only these, in this order, the
+    first as baseline. With ``backends:`` (or none) the names are the backends, as before arms."""
+    arms = data.get("arms") if isinstance(data, dict) else None
+    if not isinstance(arms, list):
+        return {"backends": names, "baseline": None}
+    by_name = {a.get("name"): a for a in arms if isinstance(a, dict)}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        known = ", ".join(str(n) for n in by_name)
+        raise ConfigError(f"--arms: no arm named {unknown[0]!r}; the config's arms: {known}")
+    return {"arms": [by_name[n] for n in dict.fromkeys(names)], "baseline": None}
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None,
+                arms: list[str] | None = None) -> Config:
+    """Read + schema-validate a YAML config (``overrides`` replace top-level keys first; ``arms``
+    selects arms by name, as ``--arms``)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -265,6 +376,8 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
         raise ConfigError(f"{p}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
     if isinstance(data, dict):
         data = {**data, **(overrides or {})}
+        if arms:
+            data.update(select_arms(data, arms))
         data.setdefault("name", p.stem)
     return parse_config(data, source=str(p))
 

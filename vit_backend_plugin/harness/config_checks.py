@@ -27,15 +27,34 @@ def check_backends(cfg: Config) -> None:
         valid = list(vllm_backends())
     else:
         valid = hf_backends()
-    for b in cfg.backends:
+    for arm in cfg.arm_configs():
+        b = arm.backend
+        if b is None:
+            if cfg.engine == "vllm":
+                continue  # the automatic choice
+            raise ConfigError(f"arm {arm.name!r}: engine hf needs a backend (attn_implementation); "
+                              f"valid: {', '.join(valid)}")
         if b not in valid:
             hint = ""
             lower = {v.lower(): v for v in valid}
             if b.lower() in lower:
                 hint = f" (did you mean {lower[b.lower()]!r}?)"
+            where = f"arm {arm.name!r}: " if cfg.arms is not None else ""
             raise ConfigError(
-                f"unknown backend {b!r} for engine {cfg.engine}{hint}; valid: {', '.join(valid)}"
+                f"{where}unknown backend {b!r} for engine {cfg.engine}{hint}; valid: {', '.join(valid)}"
             )
+
+
+def check_interpreters(cfg: Config) -> None:
+    """An arm's ``python`` must be an executable file (it starts both phases' children)."""
+    for arm in cfg.arm_configs():
+        if arm.python is None:
+            continue
+        path = Path(arm.python).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"arm {arm.name!r}: python {arm.python} does not exist")
+        if not os.access(path, os.X_OK):
+            raise ConfigError(f"arm {arm.name!r}: python {arm.python} is not executable")
 
 
 def check_model(cfg: Config) -> None:
@@ -153,6 +172,7 @@ def check_parity(cfg: Config) -> None:
 def validate_environment(cfg: Config, include_path: str | None = None) -> None:
     """Everything that needs the installed software or the filesystem. Raises ConfigError."""
     check_backends(cfg)
+    check_interpreters(cfg)
     check_model(cfg)
     check_parity(cfg)
     check_tasks(cfg, include_path if include_path is not None else cfg.include_path)

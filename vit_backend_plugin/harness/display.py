@@ -1,10 +1,11 @@
-"""What `vit-parity run` shows: rich progress per backend and phase, and the closing table."""
+"""What `vit-parity run` shows: rich progress per arm and phase, and the closing table."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,13 +22,13 @@ if TYPE_CHECKING:
 
 
 class Display:
-    """Rich progress (backend, phase, items done) on a terminal; plain lines otherwise."""
+    """Rich progress (arm, phase, items done) on a terminal; plain lines otherwise."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.live = self.console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]{task.fields[backend]:<22}"),
+            TextColumn("[bold]{task.fields[arm]:<22}"),
             TextColumn("{task.fields[phase]:<10}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -47,8 +48,8 @@ class Display:
     def say(self, text: str) -> None:
         self.progress.console.print(text) if self.live else self.console.print(text, highlight=False)
 
-    def phase(self, backend: str, phase: str):
-        task = self.progress.add_task("", total=None, backend=backend, phase=phase, state="running")
+    def phase(self, arm: str, phase: str):
+        task = self.progress.add_task("", total=None, arm=arm, phase=phase, state="running")
 
         def update(done: int, total: int) -> None:
             self.progress.update(task, completed=done, total=total)
@@ -63,15 +64,19 @@ class Display:
 
 
 def summary_table(plan: Plan, statuses: dict[str, ArmStatus]) -> Table:
+    from vit_backend_plugin.harness.children import headline
+
     t = Table(title=f"run {plan.run_dir}", show_lines=False)
-    t.add_column("backend")
+    t.add_column("arm")
+    t.add_column("backend / settings")
     for p in PHASES:
         t.add_column(p)
     t.add_column("note")
-    for b in plan.backends:
-        st = statuses.get(b)
+    for arm in plan.arms:
+        name = arm.name + (" (baseline)" if arm.name == plan.cfg.baseline_name else "")
+        st = statuses.get(arm.name)
         if st is None:
-            t.add_row(b, *["-"] * len(PHASES), "not run")
+            t.add_row(name, escape(arm.label), *["-"] * len(PHASES), "not run")
             continue
         cells = []
         for p in PHASES:
@@ -81,9 +86,9 @@ def summary_table(plan: Plan, statuses: dict[str, ArmStatus]) -> Table:
         note = ""
         if st.errors:
             ph, err = next(iter(st.errors.items()))
-            note = f"{ph}: {err.strip().splitlines()[-1][:80]}" if err.strip() else ph
+            note = f"{ph}: {headline(err)[:120]}" if err.strip() else ph
         elif st.notes:
             ph, text = next(iter(st.notes.items()))
             note = f"{ph}: {text}"
-        t.add_row(b + (" (baseline)" if b == plan.cfg.baseline_name else ""), *cells, note)
+        t.add_row(name, escape(arm.label), *cells, escape(note))
     return t

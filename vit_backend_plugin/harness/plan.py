@@ -1,23 +1,34 @@
-"""Planning a run: resolve demo:// references, validate against the installed software and
-the run dir already there (a rerun must use the same config), and the `--dry-run` listing."""
+"""Planning a run: resolve demo:// references and the arms, validate against the installed
+software, each arm's interpreter and the run dir already there (a rerun must use the same config,
+and each arm the settings it ran with), and the `--dry-run` listing."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vit_backend_plugin.harness.arms import (
+    Arm,
+    arm_record,
+    resolve_arm,
+    resolve_arms,
+    settings_changes,
+)
 from vit_backend_plugin.harness.commands import accuracy_command, throughput_command
-from vit_backend_plugin.harness.config import DEMO_SCHEME, Config, ConfigError
+from vit_backend_plugin.harness.config import DEMO_SCHEME, Config, ConfigError, parse_config
 from vit_backend_plugin.harness.config_checks import validate_environment
-from vit_backend_plugin.rundir.layout import RunInfo
+from vit_backend_plugin.harness.env_capture import check_interpreter, gpu_info, probe_interpreter
+from vit_backend_plugin.rundir.layout import ARM_SETTINGS, RunInfo
 
-# Config keys that do not change what a backend's results mean (a rerun may change them freely).
-_NEUTRAL_KEYS = {"name", "description", "backends", "baseline", "output_dir", "run_id", "parity",
-                 "timeout_s", "exit_grace_s", "env", "_resolved"}
+# Config keys that do not change what an arm's results mean (a rerun may change them freely).
+# The arms' own settings (backend, engine_args, env, python) are compared per arm instead.
+_NEUTRAL_KEYS = {"name", "description", "backends", "arms", "baseline", "output_dir", "run_id",
+                 "parity", "timeout_s", "exit_grace_s", "engine_args", "env", "_resolved"}
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -27,11 +38,24 @@ class Plan:
     run_dir: Path
     model: str  # resolved model (local path or hub id)
     include_path: str | None  # resolved lm-eval include path
-    backends: list[str]  # baseline first
+    arms: list[Arm]  # baseline first
+    # interpreter -> its probe (versions); GPUs from nvidia-smi: what settings.json records
+    interpreters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gpus: list[dict[str, str]] | None = None
 
     def effective(self) -> Config:
         """The config with demo:// references resolved (what the children see)."""
         return self.cfg.model_copy(update={"model": self.model, "include_path": self.include_path})
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [a.name for a in self.arms]
+
+    def record(self, arm: Arm) -> dict[str, Any]:
+        """The arm's settings.json as it would be written now."""
+        if arm.python not in self.interpreters:
+            self.interpreters[arm.python] = probe_interpreter(arm.python)
+        return arm_record(arm, self.interpreters[arm.python], self.gpus)
 
 
 def resolve_demo_refs(cfg: Config) -> tuple[str, str | None]:
@@ -75,28 +99,71 @@ def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = 
         raise ConfigError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-'")
     run_dir = Path(output_dir or cfg.output_dir).expanduser() / run_id
     model, include = resolve_demo_refs(cfg)
-    plan = Plan(cfg=cfg, run_dir=run_dir, model=model, include_path=include,
-                backends=cfg.ordered_backends())
-    eff = plan.effective()
+    eff = cfg.model_copy(update={"model": model, "include_path": include})
     validate_environment(eff, include)
     check_devices(eff)
+    plan = Plan(cfg=cfg, run_dir=run_dir, model=model, include_path=include,
+                arms=resolve_arms(eff), gpus=gpu_info())
+    for arm in plan.arms:
+        plan.record(arm)  # asks its interpreter for the versions it runs
+        check_interpreter(arm.name, arm.python, plan.interpreters[arm.python], cfg.engine,
+                          cfg.accuracy)
     if not force:
-        try:
-            old = RunInfo.read(run_dir)
-        except FileNotFoundError:
-            old = None
-        except (OSError, ValueError, TypeError):
-            old = None  # unreadable run.json: rewritten below; backends verify their own files
-        if old is not None:
-            before = _fingerprint(old.config)
-            now = _fingerprint(cfg.model_dump(mode="json"))
-            diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-            if diff:
-                raise ConfigError(
-                    f"{run_dir} holds a run made with a different config (differs in: "
-                    f"{', '.join(diff)}); use --force to redo it, or --run-id NEW"
-                )
+        check_rerun(plan)
     return plan
+
+
+def check_rerun(plan: Plan) -> None:
+    """A run dir already there must have been made with the same config, and every arm that has
+    completed work with the settings (and versions) it has now: nothing is reused from another
+    setting. One-line ConfigError naming what changed; ``--force`` redoes it instead."""
+    try:
+        old = RunInfo.read(plan.run_dir)
+    except (OSError, ValueError, TypeError):
+        old = None  # none, or unreadable: rewritten by the run; arms verify their own files
+    if old is not None:
+        before = _fingerprint(old.config)
+        now = _fingerprint(plan.cfg.model_dump(mode="json"))
+        diff = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if diff:
+            raise ConfigError(
+                f"{plan.run_dir} holds a run made with a different config (differs in: "
+                f"{', '.join(diff)}); use --force to redo it, or --run-id NEW"
+            )
+    from vit_backend_plugin.rundir.layout import ArmStatus
+
+    for arm in plan.arms:
+        status = ArmStatus.read(plan.run_dir / arm.name)
+        if status is None or "complete" not in status.phases.values():
+            continue  # nothing of it would be kept
+        recorded = recorded_settings(plan.run_dir, arm.name, old)
+        changes = settings_changes(recorded, plan.record(arm)) if recorded else []
+        if changes:
+            more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+            raise ConfigError(
+                f"arm {arm.name!r} in {plan.run_dir} was run with other settings "
+                f"({'; '.join(changes[:3])}{more}); use --force to redo it, or --run-id NEW"
+            )
+
+
+def recorded_settings(run_dir: Path, arm: str, old: RunInfo | None) -> dict[str, Any] | None:
+    """What an arm ran with: its settings.json; for a run dir written before arms recorded it,
+    the arm resolved from that run's config snapshot (backend, engine_args, env)."""
+    try:
+        data = json.loads((run_dir / arm / ARM_SETTINGS).read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    if old is None:
+        return None
+    try:
+        snapshot = {k: v for k, v in old.config.items() if k != "_resolved"}
+        settings = resolve_arm(parse_config(snapshot, source=str(run_dir)), arm).settings()
+    except ConfigError:
+        return None
+    settings.pop("python")  # not recorded then
+    return settings
 
 
 def check_devices(cfg: Config) -> None:
@@ -105,7 +172,7 @@ def check_devices(cfg: Config) -> None:
 
     if cfg.engine != "hf":
         return
-    ours = [b for b in cfg.backends if b in hf_plugin_backends()]
+    ours = [a.backend for a in cfg.arm_configs() if a.backend in hf_plugin_backends()]
     if not ours:
         return
     try:
@@ -119,22 +186,27 @@ def check_devices(cfg: Config) -> None:
 
 
 def print_plan(plan: Plan, out=None) -> None:
-    """`--dry-run`: every phase's exact command and environment, per backend; nothing runs."""
+    """`--dry-run`: each arm (backend and what it sets), every phase's exact command and
+    environment; nothing runs."""
     out = out or sys.stdout
     cfg = plan.effective()
     print(f"# run dir: {plan.run_dir}  engine: {cfg.engine}  baseline: {cfg.baseline_name}", file=out)
-    for backend in plan.backends:
-        bdir = plan.run_dir / backend
-        phases = {"accuracy": accuracy_command(cfg, backend, bdir, plan.include_path),
-                  "throughput": throughput_command(cfg, backend, bdir)}
+    for arm in plan.arms:
+        print(f"# arm {arm.name}: {arm.label}", file=out)
+    for arm in plan.arms:
+        adir = plan.run_dir / arm.name
+        phases = {"accuracy": accuracy_command(cfg, arm, adir, plan.include_path),
+                  "throughput": throughput_command(cfg, arm, adir)}
         for phase, cmd in phases.items():
             off = (phase == "accuracy" and not cfg.accuracy) or (
                 phase == "throughput" and not cfg.throughput.enabled)
-            print(f"# {backend} {phase}" + (": skipped (disabled in config)" if off else ""), file=out)
+            print(f"# {arm.name} {phase}" + (": skipped (disabled in config)" if off else ""), file=out)
             if off:
                 continue
             env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(cmd.env.items()))
             argv = cmd.lm_eval_argv or cmd.argv
+            if cmd.lm_eval_argv and arm.python != sys.executable:
+                argv = [arm.python, "-m", "lm_eval", *cmd.lm_eval_argv[1:]]  # that venv's lm-eval
             print((env + " " if env else "") + shlex.join(argv), file=out)
 
 
@@ -143,8 +215,8 @@ def write_run_info(plan: Plan) -> None:
     info = RunInfo(
         run_id=plan.run_dir.name,
         engine=cfg.engine,
-        arms=plan.backends,
-        arm_settings={b: {"backend": b} for b in plan.backends},
+        arms=plan.arm_names,
+        arm_settings={a.name: a.settings() for a in plan.arms},
         baseline=cfg.baseline_name,
         tasks=list(cfg.tasks),
         model=cfg.model,

@@ -1,18 +1,20 @@
-"""Runs a validated config: per backend, a fresh process per phase; resumable; crash-tolerant.
+"""Runs a validated config: per arm, a fresh process per phase; resumable; crash-tolerant.
 
-Layout and states follow :mod:`vit_backend_plugin.rundir.layout`. For each backend, in order
+Layout and states follow :mod:`vit_backend_plugin.rundir.layout`. For each arm, in order
 (baseline first):
 
 1. ``status.json`` is read; a phase marked ``complete`` whose files do not verify (missing,
    truncated or corrupt results/samples/throughput) is demoted and redone. ``--force`` redoes all.
-2. ``command.json`` (exact argv + env overrides per phase) and ``env.json`` (versions, device)
-   are written before anything starts.
+2. ``settings.json`` (the arm's effective settings and the versions its interpreter runs),
+   ``command.json`` (exact argv + env overrides per phase) and ``env.json`` (versions, device,
+   read by the arm's interpreter) are written before anything starts.
 3. Each phase still to do: its old outputs are removed, state ``running`` is written, the child
    runs (output to ``<phase>.log``, progress parsed for the display), and the phase becomes
    ``complete`` only if its outputs verify, else ``failed`` with the error's last lines.
    A process killed hard leaves ``running``: the next run redoes that phase.
 
-A failing backend never stops the others. The parts live in their own modules: planning
+A failing arm never stops the others. The exit code comes from the report's verdicts
+(:mod:`.outcome`). The parts live in their own modules: arms (:mod:`.arms`), planning
 (:mod:`.plan`), verification (:mod:`.verify`), versions/device (:mod:`.env_capture`), child
 processes (:mod:`.children`) and the display (:mod:`.display`); this module orchestrates.
 """
@@ -24,11 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from vit_backend_plugin.harness.children import ChildResult, child_env, run_child
+from vit_backend_plugin.harness.arms import Arm
+from vit_backend_plugin.harness.children import ChildResult, child_env, headline, run_child
 from vit_backend_plugin.harness.commands import accuracy_command, throughput_command
+from vit_backend_plugin.harness.config import ConfigError
 from vit_backend_plugin.harness.display import Display, summary_table
-from vit_backend_plugin.harness.env_capture import environment_info
+from vit_backend_plugin.harness.env_capture import device_probe, environment_info
+from vit_backend_plugin.harness.outcome import MEANING, exit_code
 from vit_backend_plugin.harness.plan import (
     Plan,
     check_devices,
@@ -44,6 +50,7 @@ from vit_backend_plugin.harness.verify import (
     verify_throughput,
 )
 from vit_backend_plugin.rundir.layout import (
+    ARM_SETTINGS,
     COMMAND,
     ENV,
     LM_EVAL_DIR,
@@ -56,85 +63,96 @@ from vit_backend_plugin.rundir.layout import (
 # Names other code imports from here (the runner was one module before it was split).
 __all__ = [
     "ACCURACY_SKIPPED", "ChildResult", "Display", "Plan", "check_devices", "child_env",
-    "environment_info", "execute", "make_report", "prepare", "print_plan", "resolve_demo_refs",
-    "run_backend", "run_child", "summary_table", "verify", "verify_accuracy",
+    "environment_info", "execute", "headline", "make_report", "prepare", "print_plan",
+    "resolve_demo_refs",
+    "run_arm", "run_child", "summary_table", "verify", "verify_accuracy",
     "verify_throughput", "write_run_info",
 ]
 
 
-def _clean(phase: str, bdir: Path) -> None:
+def _clean(phase: str, adir: Path) -> None:
     if phase == "accuracy":
-        shutil.rmtree(bdir / LM_EVAL_DIR, ignore_errors=True)
+        shutil.rmtree(adir / LM_EVAL_DIR, ignore_errors=True)
     else:
-        (bdir / THROUGHPUT).unlink(missing_ok=True)
+        (adir / THROUGHPUT).unlink(missing_ok=True)
 
 
-def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
-                env_info: dict[str, Any]) -> ArmStatus:
+def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
+            probes: dict[str, dict[str, Any]] | None = None) -> ArmStatus:
+    """One arm's phases. ``probes``: each interpreter's device probe, shared by the arms."""
     cfg = plan.effective()
-    bdir = plan.run_dir / backend
-    status = None if force else ArmStatus.read(bdir)
+    adir = plan.run_dir / arm.name
+    status = None if force else ArmStatus.read(adir)
     if status is None:
-        status = ArmStatus(arm=backend)
+        status = ArmStatus(arm=arm.name)
     todo = []
     for phase in PHASES:
         state = status.phases.get(phase, "pending")
         if state == "complete":
-            why = verify(phase, bdir, cfg)
+            why = verify(phase, adir, cfg)
             if why is None:
                 continue
-            display.say(f"[yellow]{backend}[/] {phase}: redoing ({why})")
+            display.say(f"[yellow]{arm.name}[/] {phase}: redoing ({why})")
         elif state == "running":
-            display.say(f"[yellow]{backend}[/] {phase}: redoing (interrupted in an earlier run)")
+            display.say(f"[yellow]{arm.name}[/] {phase}: redoing (interrupted in an earlier run)")
         elif state == "failed":
-            display.say(f"[yellow]{backend}[/] {phase}: retrying (failed in an earlier run)")
+            display.say(f"[yellow]{arm.name}[/] {phase}: retrying (failed in an earlier run)")
         todo.append(phase)
     if not todo:
-        display.say(f"[green]{backend}[/]: complete, skipped (use --force to redo)")
+        display.say(f"[green]{arm.name}[/]: complete, skipped (use --force to redo)")
         return status
 
     commands = {
-        "accuracy": accuracy_command(cfg, backend, bdir, plan.include_path),
-        "throughput": throughput_command(cfg, backend, bdir),
+        "accuracy": accuracy_command(cfg, arm, adir, plan.include_path),
+        "throughput": throughput_command(cfg, arm, adir),
     }
-    bdir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(bdir / COMMAND, {p: c.to_json() for p, c in commands.items()})
-    atomic_write_json(bdir / ENV, {**env_info, "backend": backend,
-                                   "env_overrides": commands["accuracy"].env})
+    adir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(adir / ARM_SETTINGS, plan.record(arm))
+    atomic_write_json(adir / COMMAND, {p: c.to_json() for p, c in commands.items()})
+    probes = {} if probes is None else probes
+    try:
+        if arm.python not in probes:
+            probes[arm.python] = device_probe(arm.python)
+        env_info = environment_info(probes[arm.python], child_env(commands["accuracy"]), arm.env,
+                                    plan.gpus)
+    except ConfigError as e:  # its interpreter answered at planning time; record why not now
+        env_info = {"error": str(e)}
+    atomic_write_json(adir / ENV, {**env_info, "arm": arm.name, "backend": arm.backend,
+                                   "env_overrides": arm.env})
     for phase in PHASES:
         if phase not in todo:
             continue
-        _clean(phase, bdir)
+        _clean(phase, adir)
         status.phases[phase] = "running"
         status.errors.pop(phase, None)
-        status.write(bdir)
+        status.write(adir)
         if phase == "accuracy" and not cfg.accuracy:
-            (bdir / LM_EVAL_DIR).mkdir(parents=True, exist_ok=True)
-            (bdir / LM_EVAL_DIR / ACCURACY_SKIPPED).write_text("accuracy: false in the config\n")
+            (adir / LM_EVAL_DIR).mkdir(parents=True, exist_ok=True)
+            (adir / LM_EVAL_DIR / ACCURACY_SKIPPED).write_text("accuracy: false in the config\n")
             status.phases[phase] = "complete"
-            status.write(bdir)
-            display.say(f"{backend} accuracy: skipped (disabled in config)")
+            status.write(adir)
+            display.say(f"{arm.name} accuracy: skipped (disabled in config)")
             continue
         if phase == "throughput" and not cfg.throughput.enabled:
-            atomic_write_json(bdir / THROUGHPUT, {"engine": cfg.engine, "metrics": {},
+            atomic_write_json(adir / THROUGHPUT, {"engine": cfg.engine, "metrics": {},
                                                   "skipped": "throughput.enabled is false"})
             status.phases[phase] = "complete"
-            status.write(bdir)
-            display.say(f"{backend} throughput: skipped (disabled in config)")
+            status.write(adir)
+            display.say(f"{arm.name} throughput: skipped (disabled in config)")
             continue
-        update, finish = display.phase(backend, phase)
+        update, finish = display.phase(arm.name, phase)
         timeout = cfg.timeout_s if phase == "accuracy" else cfg.throughput.timeout_s
         try:
-            res = run_child(commands[phase], bdir / f"{phase}.log", update, timeout,
-                            results_ready=lambda p=phase: verify(p, bdir, cfg) is None,
+            res = run_child(commands[phase], adir / f"{phase}.log", update, timeout,
+                            results_ready=lambda p=phase: verify(p, adir, cfg) is None,
                             grace=cfg.exit_grace_s)
         except BaseException:
             status.phases[phase] = "failed"
             status.errors[phase] = "interrupted"
-            status.write(bdir)
+            status.write(adir)
             finish("interrupted")
             raise
-        why = verify(phase, bdir, cfg) if res.ok else None
+        why = verify(phase, adir, cfg) if res.ok else None
         status.notes.pop(phase, None)
         if res.ok and why is None:
             status.phases[phase] = "complete"
@@ -144,46 +162,50 @@ def run_backend(plan: Plan, backend: str, *, force: bool, display: Display,
                 status.notes[phase] = (f"results complete; the process had not exited "
                                        f"{cfg.exit_grace_s:.0f}s later: terminated")
                 extra = f"; {status.notes[phase]}"
-            display.say(f"[green]{backend}[/] {phase}: complete ({res.seconds:.0f}s{extra})")
+            display.say(f"[green]{arm.name}[/] {phase}: complete ({res.seconds:.0f}s{extra})")
         else:
             status.phases[phase] = "failed"
             status.errors[phase] = res.error_text() if not res.ok else f"outputs incomplete: {why}"
             finish("[red]failed")
-            last = status.errors[phase].strip().splitlines()[-1] if status.errors[phase].strip() else ""
-            display.say(f"[red]{backend}[/] {phase}: FAILED ({last}); log: {bdir / (phase + '.log')}")
-        status.write(bdir)
+            display.say(f"[red]{arm.name}[/] {phase}: FAILED ({escape(headline(status.errors[phase]))}); "
+                        f"log: {adir / (phase + '.log')}")
+        status.write(adir)
     return status
 
 
-def make_report(run_dir: Path, display: Display) -> bool:
+def make_report(run_dir: Path, display: Display) -> dict[str, Any] | None:
+    """Build the report; its summary (read back from summary.json), or None if it failed."""
+    import json
+
     from vit_backend_plugin.report import build_report
 
     try:
-        out = build_report(run_dir)
+        paths = build_report(run_dir)
+        summary = json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
     except Exception as e:  # the data is safe on disk; say what failed
-        display.say(f"[red]report: failed: {type(e).__name__}: {e}")
-        return False
-    paths = [run_dir / n for n in ("report.md", "report.html", "summary.json") if (run_dir / n).exists()]
-    where = ", ".join(str(p) for p in paths) or str(out)
-    display.say(f"[bold]report:[/] {where}")
-    return True
+        display.say(f"[red]report: failed: {escape(f'{type(e).__name__}: {e}')}")
+        return None
+    display.say(f"[bold]report:[/] {', '.join(str(p) for p in paths.values())}")
+    return summary
 
 
 def execute(plan: Plan, *, force: bool = False, console: Console | None = None,
-            report: bool = True) -> int:
-    """Run every backend of a prepared plan; returns 0 if all phases completed, else 1."""
+            report: bool = True, no_fail: bool = False) -> int:
+    """Run every arm of a prepared plan, then the report; the exit code of :mod:`.outcome`."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(plan)
-    env_info = environment_info()
     statuses: dict[str, ArmStatus] = {}
     display = Display(console)
-    display.say(f"run dir: {plan.run_dir}  engine: {plan.cfg.engine}  backends: "
-                f"{', '.join(plan.backends)} (baseline {plan.cfg.baseline_name})")
+    display.say(f"run dir: {plan.run_dir}  engine: {plan.cfg.engine}  arms: "
+                f"{', '.join(plan.arm_names)} (baseline {plan.cfg.baseline_name})")
+    probes: dict[str, dict[str, Any]] = {}
     with display:
-        for backend in plan.backends:
-            statuses[backend] = run_backend(plan, backend, force=force, display=display,
-                                            env_info=env_info)
+        for arm in plan.arms:
+            statuses[arm.name] = run_arm(plan, arm, force=force, display=display, probes=probes)
     display.console.print(summary_table(plan, statuses))
-    if report:
-        make_report(plan.run_dir, display)
-    return 0 if all(s.complete for s in statuses.values()) else 1
+    summary = make_report(plan.run_dir, display) if report else None
+    code = exit_code({n: s.complete for n, s in statuses.items()}, summary,
+                     accuracy=plan.cfg.accuracy, report_failed=report and summary is None,
+                     no_fail=no_fail)
+    display.say(f"exit code {code}" + ("" if no_fail else f" ({MEANING[code]})"))
+    return code
