@@ -196,6 +196,23 @@ def test_demo_end_to_end(demo_run):
     assert "**VIT_TRITON** PASS" in (run_dir / "report.md").read_text()
 
 
+def test_report_from_the_demos_own_lm_eval_folders_matches_the_run_dir(demo_run, cache, tmp_path):
+    # The folders lm-eval's real vllm-vlm wrote in the demo (what `lm_eval --output_path X
+    # --log_samples` gives a contributor) carry the same paired verdict, item by item.
+    run_dir, proc, _ = demo_run
+    assert proc.returncode == 0, out(proc)[-4000:]
+    out_dir = tmp_path / "from_lm_eval"
+    rep, _ = vit("report", "--lm-eval", str(run_dir / "TORCH_SDPA" / "lm_eval"),
+                 str(run_dir / "VIT_TRITON" / "lm_eval"), "--names", "TORCH_SDPA,VIT_TRITON",
+                 "--parity", "max_abs_delta_points=5.0", "--out", str(out_dir), cache=cache)
+    assert rep.returncode == 0, out(rep)[-4000:]
+    by_dir = json.loads((run_dir / "summary.json").read_text())["parity"]["VIT_TRITON"]
+    by_folders = json.loads((out_dir / "summary.json").read_text())["parity"]["VIT_TRITON"]
+    assert by_folders["verdict"] == by_dir["verdict"] == "PASS"
+    for key in ("n", "b", "c", "agreement", "mcnemar_p", "delta_acc", "differing_items"):
+        assert by_folders[key] == by_dir[key], key
+
+
 def test_demo_rerun_skips_complete_and_redoes_a_truncated_results_file(demo_run, cache):
     run_dir, first, _ = demo_run
     assert first.returncode == 0

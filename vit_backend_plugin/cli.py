@@ -33,7 +33,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "tune": Subcommand("vit_backend_plugin.tools.tune",
                        "re-measure the speed table on this GPU (user-local)", ("vllm",)),
     "run": Subcommand("vit_backend_plugin.harness.run",
-                      "MMMU via lm-eval + throughput, once per backend", ("vllm", "eval")),
+                      "MMMU via lm-eval + throughput, once per arm (a backend or any engine setting)", ("vllm", "eval")),
     "demo": Subcommand("vit_backend_plugin.harness.demo",
                        "the embedded offline default: tiny VLM, tiny MMMU, CPU", ("vllm", "eval")),
     "report": Subcommand("vit_backend_plugin.report.cli",
