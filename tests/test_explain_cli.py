@@ -142,3 +142,19 @@ def test_command_line_outranks_the_machine(tmp_path):
     p = explain(*cpu, env=env)
     assert "platform:   cpu (--platform)" in p.stdout
     assert "capability: unknown (not used on cpu)" in p.stdout
+
+
+def test_planning_features_import_no_heavy_package():
+    # `explain` plans from what is installed without importing it: looking for vLLM's bundled
+    # FlashAttention must not import vLLM (or torch), which takes seconds (find_spec of a
+    # submodule imports its parent package).
+    import subprocess
+    import sys
+
+    code = ("import sys; from vit_backend_plugin.selection.probe import installed_features; "
+            "f = installed_features(); "
+            "print(sorted(f)); print([m for m in ('vllm', 'torch', 'triton') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    feats, heavy = out.stdout.strip().splitlines()[-2:]
+    assert heavy == "[]", out.stdout + out.stderr
+    assert "'vllm_flash_attn'" in feats and "'vit_triton_kernel'" in feats and "'triton'" in feats

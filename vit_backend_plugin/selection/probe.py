@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import logging
 import os
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +24,21 @@ KERNEL_MODULE = "vit_backend_plugin.kernels.triton_vit"
 
 
 def _has_spec(name: str) -> bool:
+    """Whether ``name`` is installed, importing nothing: find_spec of a submodule imports its
+    parent package (``vllm.vllm_flash_attn`` would import all of vLLM and torch), so a
+    submodule is looked for on disk beside its top-level package's spec instead."""
+    top, _, rest = name.partition(".")
     try:
-        return importlib.util.find_spec(name) is not None
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return False
+    if spec is None or not rest:
+        return spec is not None
+    for root in spec.submodule_search_locations or ():
+        base = Path(root).joinpath(*rest.split("."))
+        if base.is_dir() or base.with_suffix(".py").is_file() or any(base.parent.glob(base.name + ".*.so")):
+            return True
+    return False
 
 
 def _imports(module: str, attr: str | None = None) -> bool:
