@@ -248,7 +248,7 @@ def test_decode_paired_runs_both_engines_alive_each_in_its_own_engine_core(tmp_p
     proc = subprocess.run(
         [sys.executable, "-m", "vit_backend_plugin.cli", "check-flashinfer-host", "--out", str(tmp_path),
          "--phases", "decode_paired", "--backends", "CPU_ATTN,CPU_ATTN", "--decode-batch-sizes", "1,2",
-         "--repeats", "2", "--timeout", "800"],
+         "--repeats", "2", "--decoder", "tiny", "--timeout", "800"],
         capture_output=True, text=True, env=env, timeout=850)
     seconds = time.monotonic() - t0
     log = tmp_path / "decode_paired_CPU_ATTN_vs_CPU_ATTN.log"

@@ -6,11 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vit_backend_plugin.tools.flashinfer_check.model import (
-    DECODER_CONFIG,
-    SPEC_CONFIG,
-    make_model_dir,
-)
+from vit_backend_plugin.tools.flashinfer_check.model import DECODERS, SPEC_CONFIG, make_model_dir
 from vit_backend_plugin.tools.flashinfer_check.phases import (
     BACKENDS,
     PHASES,
@@ -46,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--v2-spec-host", choices=["default", "on", "off"], default="default",
                         help="VIT_FLASHINFER_HOST_V2_SPEC for the children: FLASHINFER_HOST plans V2-runner "
                              "spec-decode steps on the host (on by default since the H100 check)")
+    parser.add_argument("--decoder", choices=sorted(DECODERS), default="qwen2.5-0.5b",
+                        help="the decoder's shape (weightless): Qwen2.5-0.5B's (seed 003's), or a tiny "
+                             "one of the same architecture for the phases' mechanics on a CPU")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per child")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
 
@@ -64,10 +63,10 @@ def main(args) -> int:
     if "decode_paired" in phases and len(backends) != 2:
         print("[check-flashinfer-host] decode_paired takes two backends: stock,ours", flush=True)
         return 2
-    model_dir = make_model_dir(out)
+    model_dir = make_model_dir(out, args.decoder)
     prev = out / "summary.json"  # phases run by separate invocations accumulate in one summary
     summary: dict = json.loads(prev.read_text()) if prev.is_file() else {}
-    summary.update({"model": DECODER_CONFIG, "spec_config": SPEC_CONFIG, "backends": backends,
+    summary.update({"model": DECODERS[args.decoder], "spec_config": SPEC_CONFIG, "backends": backends,
                     "model_runner": args.model_runner, "v2_spec_host": args.v2_spec_host})
     ok = True
     for phase, run in (("parity", run_parity), ("decode", run_decode), ("decode_paired", run_decode_paired)):

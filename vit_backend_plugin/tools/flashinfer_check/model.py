@@ -17,15 +17,23 @@ DECODER_CONFIG = {
     "torch_dtype": "bfloat16", "hidden_act": "silu", "sliding_window": None,
     "use_sliding_window": False, "bos_token_id": 0, "eos_token_id": 1,
 }
+# The same architecture scaled down (head size 64 kept), for running the phases' mechanics on a
+# CPU in minutes rather than a quarter of an hour (tests; `--decoder tiny`).
+DECODERS = {
+    "qwen2.5-0.5b": DECODER_CONFIG,
+    "tiny": {**DECODER_CONFIG, "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "num_hidden_layers": 2},
+}
 SPEC_CONFIG = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, "prompt_lookup_min": 1}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def make_model_dir(root: Path) -> Path:
-    """A weightless Qwen2.5-0.5B-shaped model folder with the demo tokenizer."""
+def make_model_dir(root: Path, decoder: str = "qwen2.5-0.5b") -> Path:
+    """A weightless model folder of one of :data:`DECODERS`' shapes (default Qwen2.5-0.5B's)
+    with the demo tokenizer."""
     from vit_backend_plugin.harness.demo_assets import ensure_demo_assets
 
-    d = root / "decoder_qwen2_5_0_5b_shape"
+    d = root / ("decoder_qwen2_5_0_5b_shape" if decoder == "qwen2.5-0.5b" else f"decoder_{decoder}")
     if (d / "config.json").is_file():
         return d
     d.mkdir(parents=True, exist_ok=True)
@@ -33,7 +41,7 @@ def make_model_dir(root: Path) -> Path:
     for name in TOKENIZER_FILES:
         if (demo / name).is_file():
             shutil.copy(demo / name, d / name)
-    (d / "config.json").write_text(json.dumps(DECODER_CONFIG, indent=1))
+    (d / "config.json").write_text(json.dumps(DECODERS[decoder], indent=1))
     return d
 
 
