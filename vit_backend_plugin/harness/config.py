@@ -120,7 +120,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
-class ArmConfig(_Strict):
+class _EngineSettings(_Strict):
+    """The rules of ``engine_args`` and ``env``, one place for the config and each arm."""
+
+    @field_validator("engine_args", check_fields=False)
+    @classmethod
+    def _engine_args(cls, v):
+        return _check_engine_args(v)
+
+    @field_validator("env", check_fields=False)
+    @classmethod
+    def _env(cls, v):
+        return _check_env(v)
+
+
+class ArmConfig(_EngineSettings):
     """One arm as written: only what differs from the config's own settings."""
 
     name: str
@@ -134,15 +148,6 @@ class ArmConfig(_Strict):
     def _name(cls, v):
         return _check_arm_name(v)
 
-    @field_validator("engine_args")
-    @classmethod
-    def _engine_args(cls, v):
-        return _check_engine_args(v)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v):
-        return _check_env(v)
 
 
 class ThroughputConfig(_Strict):
@@ -189,7 +194,7 @@ class ThroughputConfig(_Strict):
         return [w / total for w in mix]
 
 
-class Config(_Strict):
+class Config(_EngineSettings):
     name: str | None = None  # default: the config file's stem
     description: str | None = None
     model: str
@@ -265,15 +270,6 @@ class Config(_Strict):
             raise ValueError(f"must be an integer, 'auto' or 'auto:N', got {v!r}")
         return v
 
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v):
-        return _check_env(v)
-
-    @field_validator("engine_args")
-    @classmethod
-    def _engine_args(cls, v):
-        return _check_engine_args(v)
 
     @model_validator(mode="after")
     def _semantics(self):
