@@ -41,13 +41,14 @@ def probe_interpreter(python: str, *, device: bool = False, timeout: float = 300
                           f"(exit {proc.returncode}): {last}") from None
 
 
-def device_probe(python: str) -> dict[str, Any]:
+def device_probe(python: str, answer: dict[str, Any] | None = None) -> dict[str, Any]:
     """The interpreter's full answer, device included (torch's view of the GPU). The harness's
     own interpreter answers the device part in this process (the same torch, and importing it
-    takes seconds); another one in a child process."""
+    takes seconds), on top of ``answer`` (its version probe from planning, where there is one);
+    another one in a child process."""
     if not _is_this_interpreter(python):
         return probe_interpreter(python, device=True)
-    return {**probe_interpreter(python), "device": interpreter_probe.device()}
+    return {**(answer or probe_interpreter(python)), "device": interpreter_probe.device()}
 
 
 def _is_this_interpreter(python: str) -> bool:

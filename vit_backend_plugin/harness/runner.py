@@ -112,7 +112,7 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
     probes = {} if probes is None else probes
     try:
         if arm.python not in probes:
-            probes[arm.python] = device_probe(arm.python)
+            probes[arm.python] = device_probe(arm.python, plan.interpreters.get(arm.python))
         env_info = environment_info(probes[arm.python], child_env(commands["accuracy"]), arm.env,
                                     plan.gpus)
     except ConfigError as e:  # its interpreter answered at planning time; record why not now
