@@ -33,6 +33,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vit_backend_plugin.rundir.layout import AA_CONTROL
+
 DEMO_SCHEME = "demo://"  # `model: demo://...` / `include_path: demo://...`: the embedded demo assets
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -162,10 +164,25 @@ class ThroughputConfig(_Strict):
     num_prompts: int = Field(100, ge=1)
     output_len: int = Field(1, ge=1)  # 1 token: vision prefill dominates
     concurrency: int | None = Field(None, ge=1)  # vllm: max_num_seqs; hf: encoder batch size
-    warmup: int = Field(8, ge=0)  # requests run first and excluded from timing
-    repeats: int = Field(3, ge=1)  # timed passes; the median is reported
+    # offline: vLLM's LLM in the worker process; serve: a real `vllm serve` per arm measured by
+    # `vllm bench serve --dataset-name random-mm` (engine vllm only)
+    mode: Literal["offline", "serve"] = "offline"
+    # Untimed requests before the first round (default: one full round's worth); every image size
+    # is among them, so first-shape compiles and plan builds never land in a timed round.
+    warmup: int | None = Field(None, ge=0)
+    # Timed rounds per arm, interleaved across arms in rotating order (A B, B A, ...); each round
+    # draws new images. 10 resolves about +-3% on a full-size ViT on the H100.
+    repeats: int = Field(10, ge=1)
+    # All arms' engines alive at once (each in its own worker), timed round by round; false: one
+    # worker at a time, visiting the arms in rotating order. None: together where they fit.
+    together: bool | None = None
+    visits: int = Field(2, ge=1)  # together false: worker starts per arm (rounds split over them)
+    aa_control: bool = False  # also time a second engine of the baseline (A/A control)
     seed: int = 0  # random images / prompts (vllm bench --seed)
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0)  # one worker's start + warm-up, and each round
+
+    def warmup_requests(self) -> int:
+        return self.num_prompts if self.warmup is None else self.warmup
 
     @field_validator("image_sizes")
     @classmethod
@@ -279,6 +296,11 @@ class Config(_EngineSettings):
         names = self.arm_names()
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not one of the arms {names}")
+        if AA_CONTROL in names:
+            raise ValueError(f"arm name {AA_CONTROL!r} is reserved for the A/A control "
+                             "(throughput.aa_control)")
+        if self.engine == "hf" and self.throughput.mode == "serve":
+            raise ValueError("throughput.mode serve runs `vllm serve`: engine vllm only")
         if self.engine == "hf" and not isinstance(self.batch_size, int):
             raise ValueError("batch_size 'auto' is not supported by lm-eval's hf-multimodal model; use an integer")
         return self

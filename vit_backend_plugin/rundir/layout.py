@@ -40,6 +40,7 @@ LM_EVAL_DIR = "lm_eval"
 THROUGHPUT = "throughput.json"
 COMMAND = "command.json"
 ENV = "env.json"
+AA_CONTROL = "aa_control"  # the A/A control's directory (and reserved arm name)
 
 
 @dataclass
@@ -132,18 +133,23 @@ def _check_shape(data: object, fields: dict[str, type], what: str) -> None:
             raise ValueError(f"{what}: {key!r} is not a {kind.__name__}")
 
 
-# throughput.json (written atomically by the throughput phase):
+# throughput.json (written atomically by the throughput phase, one per arm, and one in
+# AA_CONTROL/ for the A/A control: the baseline's settings in a second engine):
 # {
-#   "engine": "vllm" | "hf",
+#   "engine": "vllm" | "hf", "mode": "offline" | "serve",
 #   "arm": name, "backend": name,
+#   "control_of": name,     # A/A control only: the arm it repeats (the baseline)
 #   "arm_env": {...},       # the arm's environment variables as the child process had them
-#   "engine_config": {...}, # vllm: the engine's configuration as vLLM parsed it (encoder-relevant
-#                           # fields, and each engine argument the arm passed, read back)
-#   "metrics": {            # medians over repeats, warm-up excluded
-#       vllm: "images_per_s", "encoder_images_per_s" (vLLM's encoder-forward timer), "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
+#   "engine_config": {...}, # vllm offline: the engine's configuration as vLLM parsed it
+#   "metrics": {            # medians over rounds, warm-up excluded
+#       vllm: "images_per_s", "encoder_images_per_s" (vLLM's encoder-forward timer, offline on a
+#             GPU only), "requests_per_s", "input_tokens_per_s", "ttft_mean_ms", "ttft_p99_ms"
 #       hf:   "images_per_s", "prefill_tokens_per_s"
 #   },
-#   "repeats": [ {same keys}, ... ],
+#   "repeats": [ {same keys, "round": r, "slot": i}, ... ],  # one per timed round: "round" pairs
+#                           # an arm's round r with the baseline's round r (same images); "slot"
+#                           # is its place in the run's whole timing order
+#   "interleave": {"together": bool, "order": [[round, arm], ...], "rounds": n},
 #   "settings": {...},      # image sizes, num prompts, output len, concurrency, warmup, repeats
 #   "engine_settings": {...}  # vllm: prefix caching and multimodal processor cache (both off)
 # }
