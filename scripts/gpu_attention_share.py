@@ -48,9 +48,12 @@ def main() -> int:
 
         assert backend in ("VIT_TRITON", "VIT_AUTO"), "null mode runs through a plugin backend's op"
         mm_encoder.get_kernel = lambda name: (lambda q, k, v, cu, max_len, scale: torch.empty_like(q))
-    from vit_backend_plugin.harness.throughput import device_info, median_metrics, run_vllm
+    from vit_backend_plugin.harness.throughput import OfflineRunner, device_info, median_metrics
 
-    result = run_vllm(spec)
+    runner = OfflineRunner(spec)
+    runner.start()
+    runner.warmup()
+    result = {"repeats": [runner.round(r) for r in range(spec["settings"]["repeats"])]}
     med = median_metrics(result["repeats"])
     from vit_backend_plugin.plugin import status
 

@@ -230,7 +230,7 @@ def test_another_interpreter_runs_both_phases(tmp_path, capsys):
     there_acc = lines[lines.index("# there accuracy") + 1]
     there_tp = lines[lines.index("# there throughput") + 1]
     assert there_acc.startswith(f"{wrapper} -m lm_eval --model vllm-vlm")  # that venv's lm-eval
-    assert there_tp.startswith(f"{wrapper} -m vit_backend_plugin.harness.throughput")
+    assert there_tp.startswith(f"{wrapper} -m vit_backend_plugin.harness.speed_worker")
     here_acc = lines[lines.index("# here accuracy") + 1]
     assert here_acc.startswith("lm_eval --model vllm-vlm")
 

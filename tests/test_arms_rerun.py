@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import fake_speed_worker
 import pytest
 import yaml
 from test_report_fixtures import baseline_answers, flip_every, write_lm_eval
@@ -31,12 +32,7 @@ FAKE_ACCURACY = CRASH + """
 import shutil, sys
 shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True)
 """
-FAKE_THROUGHPUT = CRASH + """
-import json, sys
-keys = [k for k in sys.argv[2].split(",") if k]
-json.dump({"engine": "vllm", "metrics": {"images_per_s": 1.0},
-           "arm_env": {k: os.environ.get(k) for k in keys}}, open(sys.argv[1], "w"))
-"""
+# throughput: tests/fake_speed_worker.py (FAKE_CRASH=1 too), recording the arm's env it saw
 
 
 @pytest.fixture
@@ -57,8 +53,9 @@ def fake_children(monkeypatch, tmp_path):
                              str(Path(adir) / LM_EVAL_DIR)], dict(arm.env))
 
     def throughput(cfg, arm, adir):
-        return PhaseCommand([sys.executable, "-c", FAKE_THROUGHPUT, str(Path(adir) / THROUGHPUT),
-                             ",".join(sorted(arm.env))], dict(arm.env))
+        spec = json.dumps({"engine": "vllm", "backend": arm.backend, "arm": arm.name,
+                           "env_keys": sorted(arm.env)})
+        return PhaseCommand([sys.executable, fake_speed_worker.PATH, "--spec", spec], dict(arm.env))
 
     monkeypatch.setattr(runner, "accuracy_command", accuracy)
     monkeypatch.setattr(runner, "throughput_command", throughput)
@@ -152,7 +149,8 @@ def test_rerun_redoes_an_arm_whose_settings_changed_only_with_force(tmp_path, ca
 
     # the same settings: complete arms are skipped, nothing rewritten
     rc, text = run(capsys, config(tmp_path, arms))
-    assert rc == 0 and "base: complete, skipped" in text and "cand: complete, skipped" in text
+    assert rc == 0 and "base accuracy: complete, skipped" in text and "cand accuracy: complete, skipped" in text
+    assert "throughput: complete for every arm, skipped" in text
     assert mtimes(run_dir) == before
 
     # an environment change is another setting: refused, one line naming the arm and the change
@@ -193,7 +191,7 @@ def test_rerun_redoes_an_arm_whose_settings_changed_only_with_force(tmp_path, ca
     rc, text = run(capsys, config(tmp_path, fixed))
     assert rc == 0, text
     assert "late accuracy: retrying (failed in an earlier run)" in text
-    assert "base: complete, skipped" in text
+    assert "base accuracy: complete, skipped" in text
 
 
 @pytest.mark.parametrize("complete, verdicts, kw, code", [

@@ -32,7 +32,7 @@ def test_arms_settings_reach_the_engine_and_a_refused_arm_is_an_error(tmp_path, 
                         "distributed_executor_backend": "uni",
                         "compilation_config": {"encoder_cudagraph_token_budgets": [64, 128]}},
         "env": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"},
-        "throughput": {"image_sizes": [[112, 112]], "num_prompts": 2, "warmup": 0, "repeats": 1,
+        "throughput": {"image_sizes": [[112, 112]], "num_prompts": 2, "warmup": 0, "repeats": 2,
                        "concurrency": 2},
         "arms": [
             {"name": "base"},
@@ -62,9 +62,16 @@ def test_arms_settings_reach_the_engine_and_a_refused_arm_is_an_error(tmp_path, 
     assert tuned["multimodal_config"]["mm_processor_kwargs"] == {"max_pixels": SMALL}
     assert not base["multimodal_config"]["mm_processor_kwargs"]
     assert base["model_config"]["enforce_eager"] is True and base["model_config"]["dtype"] == "torch.float32"
-    # ... and the processor used it: 4 image tokens per prompt instead of 16
-    tokens = {a: seen[a]["repeats"][0]["input_tokens"] for a in seen}
-    assert tokens["base"] - tokens["tuned"] == 2 * (16 - 4), tokens
+    # ... and the processor used it: 4 image tokens per prompt instead of 16, in every round
+    for r in (0, 1):
+        tokens = {a: seen[a]["repeats"][r]["input_tokens"] for a in seen}
+        assert tokens["base"] - tokens["tuned"] == 2 * (16 - 4), tokens
+    # both engines alive at once, rounds interleaved (the refused arm's slots skipped)
+    for a in seen:
+        assert seen[a]["interleave"]["together"] is True
+        assert [x["round"] for x in seen[a]["repeats"]] == [0, 1]
+    assert [x["slot"] for x in seen["base"]["repeats"]] == [0, 3]
+    assert [x["slot"] for x in seen["tuned"]["repeats"]] == [1, 2]
     # the environment each child had
     assert seen["tuned"]["arm_env"] == {"VLLM_CPU_KVCACHE_SPACE": "1",
                                         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -73,7 +80,7 @@ def test_arms_settings_reach_the_engine_and_a_refused_arm_is_an_error(tmp_path, 
                                        "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     # the arm's interpreter answered the version probe and ran its child; the others did not
     ran = calls.read_text()
-    assert "interpreter_probe.py" in ran and ran.count("-m vit_backend_plugin.harness.throughput") == 1
+    assert "interpreter_probe.py" in ran and ran.count("-m vit_backend_plugin.harness.speed_worker") == 1
 
     # the refused arm: failed, with vLLM's reason in its status; the others complete
     status = {a: json.loads((run_dir / a / "status.json").read_text()) for a in ("base", "tuned", "fp8")}

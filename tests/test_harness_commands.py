@@ -132,7 +132,7 @@ def test_hf_engine_uses_attn_implementation(tmp_path):
 def test_throughput_command_carries_the_settings(tmp_path):
     cfg = load_config(CONFIGS / "llava_onevision_qwen2_7b.yaml")
     cmd = throughput_command(cfg, arm(cfg, "FLASH_ATTN_UPSTREAM"), tmp_path)
-    assert cmd.argv[:4] == [sys.executable, "-m", "vit_backend_plugin.harness.throughput", "--spec"]
+    assert cmd.argv[:4] == [sys.executable, "-m", "vit_backend_plugin.harness.speed_worker", "--spec"]
     spec = json.loads(cmd.argv[4])
     assert spec["route"] == "env" and cmd.env == {"VIT_ATTN_BACKEND": "FLASH_ATTN_UPSTREAM"}
     assert spec["settings"]["output_len"] == 1 and spec["settings"]["num_prompts"] == 100
@@ -192,7 +192,7 @@ def test_seed_configs_dry_run_prints_every_command_and_runs_nothing(tmp_path, ca
         assert ("VIT_ATTN_BACKEND=" + backend in acc) == (backend in PLUGIN)
         assert (f'"mm_encoder_attn_backend": "{backend}"' in acc) == (backend in VLLM_PROVIDED)
         tp = lines[lines.index(f"# {backend} throughput") + 1]
-        assert "-m vit_backend_plugin.harness.throughput --spec" in tp
+        assert "-m vit_backend_plugin.harness.speed_worker --spec" in tp
     assert not list(tmp_path.iterdir())  # nothing ran, nothing written
 
 

@@ -138,7 +138,7 @@ def test_demo_end_to_end(demo_run):
         assert cmd["accuracy"]["env"]["TRITON_INTERPRET"] == "1"
         assert "--log_samples" in acc and acc[acc.index("--output_path") + 1] == str(bdir / "lm_eval")
         assert cmd["accuracy"]["argv"][1:3] == ["-m", "vit_backend_plugin.harness.lm_eval_child"]
-        assert "vit_backend_plugin.harness.throughput" in cmd["throughput"]["argv"]
+        assert "vit_backend_plugin.harness.speed_worker" in cmd["throughput"]["argv"]
 
         env = json.loads((bdir / "env.json").read_text())
         for pkg in ("torch", "transformers", "lm_eval", "datasets", "vllm"):
@@ -226,7 +226,7 @@ def test_demo_rerun_skips_complete_and_redoes_a_truncated_results_file(demo_run,
     proc, seconds = vit("demo", "--out", str(run_dir), cache=cache)
     assert proc.returncode == 0, out(proc)[-4000:]
     text = out(proc)
-    assert "TORCH_SDPA: complete, skipped" in text
+    assert "TORCH_SDPA accuracy: complete, skipped" in text
     assert "VIT_TRITON accuracy: redoing (corrupt results file" in text
     # the baseline untouched; VIT_TRITON accuracy redone with a valid file; its throughput kept
     assert results_file(run_dir, "TORCH_SDPA") == base_res
@@ -258,7 +258,7 @@ def test_crashing_backend_is_recorded_and_the_others_still_run(tmp_path, cache):
     proc, _ = vit("run", str(cfg), cache=cache)  # the fault is gone: eager is retried, sdpa kept
     assert proc.returncode == 0, out(proc)[-4000:]
     assert "eager accuracy: retrying (failed in an earlier run)" in out(proc)
-    assert "sdpa: complete, skipped" in out(proc)
+    assert "sdpa accuracy: complete, skipped" in out(proc)
     assert status(run_dir, "eager")["phases"]["accuracy"] == "complete"
     assert status(run_dir, "eager")["errors"] == {}
     assert results_file(run_dir, "sdpa").stat().st_mtime_ns == sdpa_mtime

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import fake_speed_worker
 import pytest
 
 from vit_backend_plugin.harness import runner
@@ -35,10 +36,6 @@ stamp = "2026-01-01T00-00-00.000000"
 print("results written", flush=True)
 time.sleep(float(sys.argv[2]))
 """
-WRITE_THROUGHPUT = """
-import json, sys
-json.dump({"engine": "hf", "metrics": {"images_per_s": 1.0}}, open(sys.argv[1], "w"))
-"""
 HANG_SILENTLY = "import sys, time; print('loading...', flush=True); time.sleep(float(sys.argv[1]))"
 
 
@@ -52,7 +49,8 @@ def fake_commands(monkeypatch, hung: set[str], silent: set[str], sleep: float = 
                              str(Path(bdir) / LM_EVAL_DIR), str(pause)], {})
 
     def throughput(cfg, arm, bdir):
-        return PhaseCommand([sys.executable, "-c", WRITE_THROUGHPUT, str(Path(bdir) / THROUGHPUT)], {})
+        spec = json.dumps({"engine": "hf", "backend": arm.backend, "arm": arm.name})
+        return PhaseCommand([sys.executable, fake_speed_worker.PATH, "--spec", spec], {})
 
     monkeypatch.setattr(runner, "accuracy_command", accuracy)
     monkeypatch.setattr(runner, "throughput_command", throughput)
@@ -127,7 +125,7 @@ def test_accuracy_false_runs_throughput_only(tmp_path, monkeypatch):
     st = ArmStatus.read(p.run_dir / "sdpa")
     assert st.complete
     assert not list((p.run_dir / "sdpa" / LM_EVAL_DIR).rglob("results_*.json"))  # nothing ran
-    assert json.loads((p.run_dir / "sdpa" / THROUGHPUT).read_text())["metrics"]["images_per_s"] == 1.0
+    assert json.loads((p.run_dir / "sdpa" / THROUGHPUT).read_text())["metrics"]["images_per_s"] == 10.0
 
 
 def test_termination_ends_the_whole_process_group(tmp_path):

@@ -106,7 +106,7 @@ def throughput_spec(cfg: Config, arm: Arm | str, arm_dir: Path) -> dict[str, Any
 def throughput_command(cfg: Config, arm: Arm, arm_dir: Path) -> PhaseCommand:
     spec = throughput_spec(cfg, arm, arm_dir)
     return PhaseCommand(
-        argv=[arm.python, "-m", "vit_backend_plugin.harness.throughput", "--spec",
+        argv=[arm.python, "-m", "vit_backend_plugin.harness.speed_worker", "--spec",
               json.dumps(spec, sort_keys=True)],
         env=dict(arm.env),
     )

@@ -1,4 +1,5 @@
-"""Runs a validated config: per arm, a fresh process per phase; resumable; crash-tolerant.
+"""Runs a validated config: accuracy per arm in a fresh process, then every arm's throughput
+together, rounds interleaved; resumable; crash-tolerant.
 
 Layout and states follow :mod:`vit_backend_plugin.rundir.layout`. For each arm, in order
 (baseline first):
@@ -12,6 +13,9 @@ Layout and states follow :mod:`vit_backend_plugin.rundir.layout`. For each arm, 
    runs (output to ``<phase>.log``, progress parsed for the display), and the phase becomes
    ``complete`` only if its outputs verify, else ``failed`` with the error's last lines.
    A process killed hard leaves ``running``: the next run redoes that phase.
+4. Throughput, once every arm's accuracy is done: all arms (and the A/A control, when asked)
+   are timed in one session of interleaved rounds (:mod:`.speed_session`). Rounds from another
+   session would not share its drift, so if any arm's throughput is to be redone, all are.
 
 A failing arm never stops the others. The exit code comes from the report's verdicts
 (:mod:`.outcome`). The parts live in their own modules: arms (:mod:`.arms`), planning
@@ -43,6 +47,8 @@ from vit_backend_plugin.harness.plan import (
     resolve_demo_refs,
     write_run_info,
 )
+from vit_backend_plugin.harness.speed_order import fits_together
+from vit_backend_plugin.harness.speed_session import Member, measure
 from vit_backend_plugin.harness.verify import (
     ACCURACY_SKIPPED,
     verify,
@@ -50,11 +56,11 @@ from vit_backend_plugin.harness.verify import (
     verify_throughput,
 )
 from vit_backend_plugin.rundir.layout import (
+    AA_CONTROL,
     ARM_SETTINGS,
     COMMAND,
     ENV,
     LM_EVAL_DIR,
-    PHASES,
     THROUGHPUT,
     ArmStatus,
     atomic_write_json,
@@ -78,15 +84,19 @@ def _clean(phase: str, adir: Path) -> None:
 
 
 def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
-            probes: dict[str, dict[str, Any]] | None = None) -> ArmStatus:
-    """One arm's phases. ``probes``: each interpreter's device probe, shared by the arms."""
+            probes: dict[str, dict[str, Any]] | None = None,
+            phases: tuple[str, ...] = ("accuracy",), prepare_only: bool = False) -> ArmStatus:
+    """One arm's child-per-phase phases (accuracy; throughput is :func:`run_throughput`'s).
+    ``probes``: each interpreter's
+    device probe, shared by the arms. ``prepare_only``: write the arm's records even when no
+    phase of ``phases`` is left (its throughput is about to run)."""
     cfg = plan.effective()
     adir = plan.run_dir / arm.name
     status = None if force else ArmStatus.read(adir)
     if status is None:
         status = ArmStatus(arm=arm.name)
     todo = []
-    for phase in PHASES:
+    for phase in phases:
         state = status.phases.get(phase, "pending")
         if state == "complete":
             why = verify(phase, adir, cfg)
@@ -98,8 +108,9 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
         elif state == "failed":
             display.say(f"[yellow]{arm.name}[/] {phase}: retrying (failed in an earlier run)")
         todo.append(phase)
-    if not todo:
-        display.say(f"[green]{arm.name}[/]: complete, skipped (use --force to redo)")
+    if not todo and not prepare_only:
+        display.say(f"[green]{arm.name}[/] {'/'.join(phases)}: complete, skipped "
+                    "(use --force to redo)")
         return status
 
     commands = {
@@ -119,9 +130,7 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
         env_info = {"error": str(e)}
     atomic_write_json(adir / ENV, {**env_info, "arm": arm.name, "backend": arm.backend,
                                    "env_overrides": arm.env})
-    for phase in PHASES:
-        if phase not in todo:
-            continue
+    for phase in todo:
         _clean(phase, adir)
         status.phases[phase] = "running"
         status.errors.pop(phase, None)
@@ -133,17 +142,9 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
             status.write(adir)
             display.say(f"{arm.name} accuracy: skipped (disabled in config)")
             continue
-        if phase == "throughput" and not cfg.throughput.enabled:
-            atomic_write_json(adir / THROUGHPUT, {"engine": cfg.engine, "metrics": {},
-                                                  "skipped": "throughput.enabled is false"})
-            status.phases[phase] = "complete"
-            status.write(adir)
-            display.say(f"{arm.name} throughput: skipped (disabled in config)")
-            continue
         update, finish = display.phase(arm.name, phase)
-        timeout = cfg.timeout_s if phase == "accuracy" else cfg.throughput.timeout_s
         try:
-            res = run_child(commands[phase], adir / f"{phase}.log", update, timeout,
+            res = run_child(commands[phase], adir / f"{phase}.log", update, cfg.timeout_s,
                             results_ready=lambda p=phase: verify(p, adir, cfg) is None,
                             grace=cfg.exit_grace_s)
         except BaseException:
@@ -171,6 +172,99 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
                         f"log: {adir / (phase + '.log')}")
         status.write(adir)
     return status
+
+
+def _throughput_todo(plan: Plan, statuses: dict[str, ArmStatus], force: bool) -> list[str]:
+    """Why the throughput session must run (empty: every arm's is complete and verifies)."""
+    cfg = plan.effective()
+    why = []
+    for arm in plan.arms:
+        st = statuses[arm.name]
+        problem = verify("throughput", plan.run_dir / arm.name, cfg)
+        if force or st.phases.get("throughput") != "complete" or problem is not None:
+            why.append(f"{arm.name}: {problem or st.phases.get('throughput', 'pending')}")
+    if cfg.throughput.enabled and cfg.throughput.aa_control:
+        problem = verify("throughput", plan.run_dir / AA_CONTROL, cfg)
+        if problem is not None:
+            why.append(f"A/A control: {problem}")
+    return why
+
+
+def run_throughput(plan: Plan, statuses: dict[str, ArmStatus], *, force: bool, display: Display,
+                   probes: dict[str, dict[str, Any]]) -> None:
+    """Every arm's throughput in one session of interleaved rounds (or none, if all verify)."""
+    cfg = plan.effective()
+    why = _throughput_todo(plan, statuses, force)
+    if not why:
+        display.say("throughput: complete for every arm, skipped (use --force to redo)")
+        return
+    if cfg.throughput.enabled:
+        display.say("throughput: timing every arm together, rounds interleaved "
+                    f"(to do: {'; '.join(why)})")
+    members = []
+    for arm in plan.arms:
+        st = run_arm(plan, arm, force=False, display=display, probes=probes, phases=(),
+                     prepare_only=True)  # the arm's records, as it will run
+        _clean("throughput", plan.run_dir / arm.name)
+        st.phases["throughput"] = "running"
+        st.errors.pop("throughput", None)
+        st.notes.pop("throughput", None)
+        if not cfg.throughput.enabled:
+            atomic_write_json(plan.run_dir / arm.name / THROUGHPUT, {
+                "engine": cfg.engine, "metrics": {}, "skipped": "throughput.enabled is false"})
+            st.phases["throughput"] = "complete"
+        st.write(plan.run_dir / arm.name)
+        statuses[arm.name] = st
+        adir = plan.run_dir / arm.name
+        members.append(Member(arm.name, throughput_command(cfg, arm, adir), adir / THROUGHPUT,
+                              adir / "throughput.log"))
+    if not cfg.throughput.enabled:
+        display.say("throughput: skipped (disabled in config)")
+        return
+    base = next(a for a in plan.arms if a.name == cfg.baseline_name)
+    aa_dir = plan.run_dir / AA_CONTROL
+    shutil.rmtree(aa_dir, ignore_errors=True)
+    if cfg.throughput.aa_control:
+        members.append(Member(AA_CONTROL, throughput_command(cfg, base, aa_dir), aa_dir / THROUGHPUT,
+                              aa_dir / "throughput.log", control_of=base.name))
+    together = cfg.throughput.together
+    if together is None:
+        together = fits_together(bool(plan.gpus), [
+            plan_arm.engine_args.get("gpu_memory_utilization") for plan_arm in
+            [*plan.arms, *([base] if cfg.throughput.aa_control else [])]])
+    display.say(f"throughput: {cfg.throughput.repeats} rounds per arm, "
+                + ("all engines alive together" if together else
+                   f"one engine at a time ({cfg.throughput.visits} visits per arm)"))
+    update, finish = display.phase("all arms", "throughput")
+    try:
+        outcomes = measure(members, cfg.throughput.model_dump(mode="json"), together,
+                           grace=cfg.exit_grace_s, on_round=update,
+                           say=lambda text: display.say(escape(text)))
+    except BaseException:
+        for arm in plan.arms:
+            statuses[arm.name].phases["throughput"] = "failed"
+            statuses[arm.name].errors["throughput"] = "interrupted"
+            statuses[arm.name].write(plan.run_dir / arm.name)
+        finish("interrupted")
+        raise
+    finish("complete" if all(o.error is None for o in outcomes.values()) else "[red]failed")
+    for name, o in outcomes.items():
+        if name == AA_CONTROL:
+            if o.error is not None:
+                display.say(f"[red]A/A control[/] throughput: FAILED ({escape(headline(o.error))})")
+            continue
+        st = statuses[name]
+        adir = plan.run_dir / name
+        problem = verify("throughput", adir, cfg) if o.error is None else None
+        if o.error is None and problem is None:
+            st.phases["throughput"] = "complete"
+            display.say(f"[green]{name}[/] throughput: complete ({o.seconds:.0f}s)")
+        else:
+            st.phases["throughput"] = "failed"
+            st.errors["throughput"] = o.error or f"outputs incomplete: {problem}"
+            display.say(f"[red]{name}[/] throughput: FAILED "
+                        f"({escape(headline(st.errors['throughput']))}); log: {adir / 'throughput.log'}")
+        st.write(adir)
 
 
 def make_report(run_dir: Path, display: Display) -> dict[str, Any] | None:
@@ -201,7 +295,9 @@ def execute(plan: Plan, *, force: bool = False, console: Console | None = None,
     probes: dict[str, dict[str, Any]] = {}
     with display:
         for arm in plan.arms:
-            statuses[arm.name] = run_arm(plan, arm, force=force, display=display, probes=probes)
+            statuses[arm.name] = run_arm(plan, arm, force=force, display=display, probes=probes,
+                                         phases=("accuracy",))
+        run_throughput(plan, statuses, force=force, display=display, probes=probes)
     display.console.print(summary_table(plan, statuses))
     summary = make_report(plan.run_dir, display) if report else None
     code = exit_code({n: s.complete for n, s in statuses.items()}, summary,

@@ -1,38 +1,38 @@
-"""Child process for the throughput phase: ``python -m vit_backend_plugin.harness.throughput --spec JSON``.
+"""How one arm is timed, in the worker process of :mod:`vit_backend_plugin.harness.speed_worker`.
 
-One fresh process per arm. Writes ``throughput.json`` atomically (see :mod:`vit_backend_plugin.rundir.layout`):
+A runner builds the arm's engine (``start``), runs untimed warm-up requests (``warmup``), then
+times one round at a time on the parent's command (``round(r)``), so the rounds of all arms can
+interleave; ``info`` is what throughput.json records of the process.
 
-* engine ``vllm``: offline generation over random images exactly like
-  ``vllm bench serve --dataset-name random-mm --backend openai-chat``: the prompts come from
-  vLLM's own ``RandomMultiModalDataset`` (bucket config, items per request, random text of
-  ``input_len`` tokens, ``output_len`` output tokens with ``ignore_eos``) as OpenAI-style chat
-  messages, sent through ``LLM.chat``. Per repeat: requests/s, input tokens/s, mean and p99 time
+* engine ``vllm``, mode ``offline`` (:class:`OfflineRunner`): generation over random images
+  exactly like ``vllm bench serve --dataset-name random-mm --backend openai-chat``: the prompts
+  come from vLLM's own ``RandomMultiModalDataset`` (bucket config, items per request, random text
+  of ``input_len`` tokens, ``output_len`` output tokens with ``ignore_eos``) as OpenAI-style chat
+  messages, sent through ``LLM.chat``. Per round: requests/s, input tokens/s, mean and p99 time
   to first token (vLLM's per-request ``first_token_latency``). ``concurrency`` caps concurrent
-  sequences (``max_num_seqs``). Images/s counts the images of a repeat over its wall time
+  sequences (``max_num_seqs``). Images/s counts the images of a round over its wall time
   (host-side image preprocessing included); encoder images/s counts them over the time vLLM's
-  own encoder timer (``enable_mm_processor_stats``) measured in encoder forwards. Every repeat draws new images; prefix caching and the multimodal processor cache are off
-  (recorded under ``engine_settings``), so repeats measure the encoder, not caches.
-* engine ``hf``: transformers with ``attn_implementation=<backend>``: vision-encoder images/s
-  (``get_image_features`` on the processor's pixel values) and prefill tokens/s (one forward
-  over the full multimodal prompt, no cache), in batches of ``concurrency`` (default 1).
+  own encoder timer (``enable_mm_processor_stats``) measured in encoder forwards. Every round
+  draws new images (round r of every arm the same ones); prefix caching and the multimodal
+  processor cache are off (recorded under ``engine_settings``), so rounds measure the encoder.
+* engine ``vllm``, mode ``serve``: :class:`~vit_backend_plugin.harness.serve_bench.ServeRunner`.
+* engine ``hf`` (:class:`HFRunner`): transformers with ``attn_implementation=<backend>``:
+  vision-encoder images/s (``get_image_features`` on the processor's pixel values) and prefill
+  tokens/s (one forward over the full multimodal prompt, no cache), in batches of ``concurrency``.
 
-Warm-up requests run first and are excluded; ``repeats`` timed passes; the median of each metric
-is reported next to every repeat.
+The warm-up (default: one full round's worth of requests) includes every image size, so
+first-shape compiles and plan builds happen before the first timed round.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import json
-import os
 import platform
 import statistics
-import sys
 import time
 from typing import Any
 
-from vit_backend_plugin.harness.engine_record import arm_env, engine_config
+from vit_backend_plugin.harness.engine_record import engine_config
 
 # engine_args are lm-eval model_args; these are lm-eval's own (not vLLM / transformers) arguments.
 LM_EVAL_ONLY_ARGS = frozenset({
@@ -46,11 +46,20 @@ PROCESSOR_ARGS = ("min_pixels", "max_pixels")
 # The throughput phase measures the encoder: identical images/prompts across repeats would hit
 # vLLM's multimodal processor cache and prefix cache (repeats ran ~15x faster on CPU).
 NO_CACHES = {"enable_prefix_caching": False, "mm_processor_cache_gb": 0}
-PROGRESS = "VIT_PARITY_PROGRESS"  # "VIT_PARITY_PROGRESS done/total" lines: parsed by the runner
+VLLM_KEYS = ("images_per_s", "encoder_images_per_s", "requests_per_s", "input_tokens_per_s",
+             "ttft_mean_ms", "ttft_p99_ms")
+HF_KEYS = ("images_per_s", "prefill_tokens_per_s")
 
 
-def progress(done: int, total: int) -> None:
-    print(f"{PROGRESS} {done}/{total}", file=sys.stderr, flush=True)
+def warmup_requests(settings: dict[str, Any]) -> int:
+    """The config's warm-up count; unset means one full round's worth."""
+    w = settings.get("warmup")
+    return settings["num_prompts"] if w is None else int(w)
+
+
+def round_seed(spec: dict[str, Any], r: int) -> int:
+    """Round r's random images and text: the same for every arm, new in every round."""
+    return spec["seed"] + 1000 * (r + 1)
 
 
 def median_metrics(repeats: list[dict[str, float | None]]) -> dict[str, float | None]:
@@ -130,82 +139,98 @@ def vllm_prompts(tokenizer, settings: dict[str, Any], n: int, seed: int) -> list
     return [r.prompt for r in reqs]
 
 
-def run_vllm(spec: dict[str, Any]) -> dict[str, Any]:
-    from vllm import LLM, SamplingParams
+class OfflineRunner:
+    """vLLM's ``LLM`` in this process, timed one round at a time."""
 
-    s = spec["settings"]
-    k = s["images_per_prompt"]
-    kwargs: dict[str, Any] = {
-        "model": spec["model"],
-        "trust_remote_code": spec["trust_remote_code"],
-        "seed": spec["seed"],
-        "disable_log_stats": False,  # per-request first_token_latency needs stats
-        "limit_mm_per_prompt": {"image": k, "video": 0},
-    }
-    if spec["route"] == "engine_arg":
-        kwargs["mm_encoder_attn_backend"] = spec["backend"]
-    if s.get("concurrency"):
-        kwargs["max_num_seqs"] = s["concurrency"]
-    kwargs.update({k2: v for k2, v in spec["engine_args"].items()
-                   if k2 not in LM_EVAL_ONLY_ARGS and k2 not in PROCESSOR_ARGS})
-    kwargs.update(NO_CACHES)  # measure the encoder, not caches (after engine_args: always off)
-    # vLLM's own encoder timer (synchronised wall time of each encoder forward, per request):
-    # images/s of the ViT itself, free of host-side image preprocessing. It synchronises with
-    # torch.accelerator, which a CUDA build of torch without a GPU cannot (vLLM's CPU platform).
-    import torch
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.s = spec["settings"]
+        self.llm = None
+        self.kwargs: dict[str, Any] = {}
 
-    kwargs["enable_mm_processor_stats"] = torch.cuda.is_available()
-    llm = LLM(**kwargs)
-    tokenizer = llm.get_tokenizer()
+    def start(self) -> None:
+        from vllm import LLM, SamplingParams
 
-    def sample(n: int, seed: int):
-        return vllm_prompts(tokenizer, s, n, seed)
+        spec, s = self.spec, self.s
+        k = s["images_per_prompt"]
+        kwargs: dict[str, Any] = {
+            "model": spec["model"],
+            "trust_remote_code": spec["trust_remote_code"],
+            "seed": spec["seed"],
+            "disable_log_stats": False,  # per-request first_token_latency needs stats
+            "limit_mm_per_prompt": {"image": k, "video": 0},
+        }
+        if spec["route"] == "engine_arg":
+            kwargs["mm_encoder_attn_backend"] = spec["backend"]
+        if s.get("concurrency"):
+            kwargs["max_num_seqs"] = s["concurrency"]
+        kwargs.update({k2: v for k2, v in spec["engine_args"].items()
+                       if k2 not in LM_EVAL_ONLY_ARGS and k2 not in PROCESSOR_ARGS})
+        kwargs.update(NO_CACHES)  # measure the encoder, not caches (after engine_args: always off)
+        # vLLM's own encoder timer (synchronised wall time of each encoder forward, per request):
+        # images/s of the ViT itself, free of host-side image preprocessing. It synchronises with
+        # torch.accelerator, which a CUDA build of torch without a GPU cannot (vLLM's CPU platform).
+        import torch
 
-    params = SamplingParams(
-        n=1, temperature=0.0, max_tokens=s["output_len"], ignore_eos=True, detokenize=False
-    )
-    total = s["repeats"] + (1 if s["warmup"] else 0)
-    done = 0
-    if s["warmup"]:
-        llm.chat(sample(s["warmup"], spec["seed"] + 1), params, use_tqdm=False)
-        encoder_forward_s(llm)  # reads and clears the engine's registry
-        done += 1
-        progress(done, total)
-    repeats = []
-    for r in range(s["repeats"]):
-        # New random images (and text) every repeat: nothing a cache could have seen before.
-        prompts = sample(s["num_prompts"], spec["seed"] + 1000 * (r + 1))
-        n_images = s["num_prompts"] * k
+        kwargs["enable_mm_processor_stats"] = torch.cuda.is_available()
+        self.kwargs = kwargs
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.params = SamplingParams(n=1, temperature=0.0, max_tokens=s["output_len"],
+                                     ignore_eos=True, detokenize=False)
+
+    def _prompts(self, n: int, seed: int, settings: dict[str, Any] | None = None):
+        return vllm_prompts(self.tokenizer, settings or self.s, n, seed)
+
+    def warmup(self) -> None:
+        n = warmup_requests(self.s)
+        if n == 0:
+            return
+        seed = self.spec["seed"] + 1
+        # one request of every image size first (a size drawn only later would compile then)
+        prompts = [p for i, size in enumerate(self.s["image_sizes"])
+                   for p in self._prompts(1, seed + i, {**self.s, "image_sizes": [size],
+                                                        "image_mix": None})]
+        prompts += self._prompts(max(n - len(prompts), 1), seed)
+        self.llm.chat(prompts, self.params, use_tqdm=False)
+        encoder_forward_s(self.llm)  # reads and clears the engine's registry
+
+    def round(self, r: int) -> dict[str, float | None]:
+        s = self.s
+        prompts = self._prompts(s["num_prompts"], round_seed(self.spec, r))
+        n_images = s["num_prompts"] * s["images_per_prompt"]
         t0 = time.perf_counter()
-        outs = llm.chat(prompts, params, use_tqdm=False)
+        outs = self.llm.chat(prompts, self.params, use_tqdm=False)
         wall = time.perf_counter() - t0
-        enc = encoder_forward_s(llm)
+        enc = encoder_forward_s(self.llm)
         in_tokens = sum(len(o.prompt_token_ids or []) for o in outs)
-        ttft = [
-            o.metrics.first_token_latency * 1000.0
-            for o in outs
-            if getattr(o, "metrics", None) is not None and o.metrics.first_token_latency
-        ]
-        repeats.append(
-            {
-                "images_per_s": n_images / wall,
-                "encoder_images_per_s": n_images / enc if enc else None,
-                "encoder_forward_s": enc,
-                "requests_per_s": len(outs) / wall,
-                "input_tokens_per_s": in_tokens / wall,
-                "input_tokens": in_tokens,
-                "ttft_mean_ms": statistics.fmean(ttft) if ttft else None,
-                "ttft_p99_ms": percentile(ttft, 99) if ttft else None,
-                "wall_s": wall,
-            }
-        )
-        done += 1
-        progress(done, total)
-    return {"repeats": repeats, "engine_settings": {**NO_CACHES, "images_per_repeat": n_images,
-                                                    "encoder_timer": kwargs["enable_mm_processor_stats"],
-                                                    "fresh_images_each_repeat": True},
-            "engine_config": engine_config(llm.llm_engine.vllm_config,
-                                           {k: v for k, v in kwargs.items() if k in spec["engine_args"]})}
+        ttft = [o.metrics.first_token_latency * 1000.0 for o in outs
+                if getattr(o, "metrics", None) is not None and o.metrics.first_token_latency]
+        return {
+            "images_per_s": n_images / wall,
+            "encoder_images_per_s": n_images / enc if enc else None,
+            "encoder_forward_s": enc,
+            "requests_per_s": len(outs) / wall,
+            "input_tokens_per_s": in_tokens / wall,
+            "input_tokens": in_tokens,
+            "ttft_mean_ms": statistics.fmean(ttft) if ttft else None,
+            "ttft_p99_ms": percentile(ttft, 99) if ttft else None,
+            "wall_s": wall,
+        }
+
+    def info(self) -> dict[str, Any]:
+        n_images = self.s["num_prompts"] * self.s["images_per_prompt"]
+        engine_args = {k: v for k, v in self.kwargs.items() if k in self.spec["engine_args"]}
+        return {
+            "engine_settings": {**NO_CACHES, "images_per_repeat": n_images,
+                                "encoder_timer": self.kwargs["enable_mm_processor_stats"],
+                                "fresh_images_each_repeat": True,
+                                "warmup_requests": warmup_requests(self.s)},
+            "engine_config": engine_config(self.llm.llm_engine.vllm_config, engine_args),
+        }
+
+    def close(self) -> None:
+        self.llm = None  # the engine core ends with this process
 
 
 def encoder_forward_s(llm) -> float | None:
@@ -228,69 +253,69 @@ def _torch_dtype(name: str | None):
                            "fp32": "float32", "float": "float32"}.get(name, name))
 
 
-def run_hf(spec: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+class HFRunner:
+    """transformers in this process: the vision encoder and a full prefill, timed per round."""
 
-    from vit_backend_plugin.harness import hf_attention
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = spec
+        self.s = spec["settings"]
 
-    s = spec["settings"]
-    backend = spec["backend"]
-    hf_attention.register(backend)
-    torch.manual_seed(spec["seed"])
-    device = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    eargs = {k: v for k, v in spec["engine_args"].items() if k not in LM_EVAL_ONLY_ARGS}
-    dtype = _torch_dtype(eargs.pop("dtype", None))
-    proc_args = {k: eargs.pop(k) for k in PROCESSOR_ARGS if k in eargs}
-    model = AutoModelForImageTextToText.from_pretrained(
-        spec["model"],
-        attn_implementation=backend,
-        dtype=dtype,
-        trust_remote_code=spec["trust_remote_code"],
-        **eargs,
-    ).to(device).eval()
-    processor = AutoProcessor.from_pretrained(
-        spec["model"], trust_remote_code=spec["trust_remote_code"], **proc_args
-    )
+    def start(self) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    rng = np.random.default_rng(spec["seed"])
-    words = ["the", "image", "shows", "a", "figure", "with", "shapes", "and", "colors"]
+        from vit_backend_plugin.harness import hf_attention
 
-    def prompts(n: int, seed: int):
-        plan = image_plan(s, n, seed)
+        spec = self.spec
+        backend = spec["backend"]
+        hf_attention.register(backend)
+        torch.manual_seed(spec["seed"])
+        self.device = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        eargs = {k: v for k, v in spec["engine_args"].items() if k not in LM_EVAL_ONLY_ARGS}
+        dtype = _torch_dtype(eargs.pop("dtype", None))
+        proc_args = {k: eargs.pop(k) for k in PROCESSOR_ARGS if k in eargs}
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            spec["model"], attn_implementation=backend, dtype=dtype,
+            trust_remote_code=spec["trust_remote_code"], **eargs,
+        ).to(self.device).eval()
+        self.processor = AutoProcessor.from_pretrained(
+            spec["model"], trust_remote_code=spec["trust_remote_code"], **proc_args)
+        self.batch = self.s.get("concurrency") or 1
+        self.feat_params = set(inspect.signature(self.model.get_image_features).parameters)
+
+    def _prompts(self, n: int, seed: int):
+        import numpy as np
+
+        rng = np.random.default_rng(seed)
+        words = ["the", "image", "shows", "a", "figure", "with", "shapes", "and", "colors"]
         out = []
-        for sizes in plan:
+        for sizes in image_plan(self.s, n, seed):
             images = [random_image(rng, w, h) for (w, h) in sizes]
-            text = " ".join(rng.choice(words, size=s["input_len"])) if s["input_len"] else "Describe the image."
+            k = self.s["input_len"]
+            text = " ".join(rng.choice(words, size=k)) if k else "Describe the image."
             messages = [{"role": "user", "content": [{"type": "image"} for _ in images]
                          + [{"type": "text", "text": text}]}]
-            chat = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            chat = self.processor.apply_chat_template(messages, add_generation_prompt=True,
+                                                      tokenize=False)
             out.append((chat, images))
         return out
 
-    batch = s.get("concurrency") or 1
-    feat_params = set(inspect.signature(model.get_image_features).parameters)
-
-    def encode(items):
-        texts = [t for t, _ in items]
-        images = [img for _, imgs in items for img in imgs]
-        enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
-        return enc.to(device)
-
-    def one_pass(items) -> tuple[float, int, float, int]:
+    def _pass(self, items) -> tuple[float, int, float, int]:
         """(encoder seconds, images, prefill seconds, tokens) over items, in batches."""
+        import torch
+
+        model, device = self.model, self.device
         enc_s = pre_s = 0.0
         n_img = n_tok = 0
-        for i in range(0, len(items), batch):
-            chunk = items[i: i + batch]
-            enc = encode(chunk)
-            vis = {k: v for k, v in enc.items() if k in feat_params}
-            if "pixel_values" in vis and vis["pixel_values"].is_floating_point():
-                vis["pixel_values"] = vis["pixel_values"].to(model.dtype)
+        for i in range(0, len(items), self.batch):
+            chunk = items[i: i + self.batch]
+            enc = self.processor(text=[t for t, _ in chunk],
+                                 images=[img for _, imgs in chunk for img in imgs],
+                                 return_tensors="pt", padding=True).to(device)
             inputs = dict(enc)
             if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
                 inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+            vis = {k: v for k, v in inputs.items() if k in self.feat_params}
             with torch.inference_mode():
                 _sync(device)
                 t0 = time.perf_counter()
@@ -306,27 +331,23 @@ def run_hf(spec: dict[str, Any]) -> dict[str, Any]:
             n_tok += int(enc["attention_mask"].sum())
         return enc_s, n_img, pre_s, n_tok
 
-    total = s["repeats"] + (1 if s["warmup"] else 0)
-    done = 0
-    if s["warmup"]:
-        one_pass(prompts(s["warmup"], spec["seed"] + 1))
-        done += 1
-        progress(done, total)
-    items = prompts(s["num_prompts"], spec["seed"])
-    repeats = []
-    for _ in range(s["repeats"]):
-        enc_s, n_img, pre_s, n_tok = one_pass(items)
-        repeats.append(
-            {
-                "images_per_s": n_img / enc_s if enc_s > 0 else None,
+    def warmup(self) -> None:
+        n = warmup_requests(self.s)
+        if n:
+            self._pass(self._prompts(n, self.spec["seed"] + 1))
+
+    def round(self, r: int) -> dict[str, float | None]:
+        enc_s, n_img, pre_s, n_tok = self._pass(self._prompts(self.s["num_prompts"],
+                                                              round_seed(self.spec, r)))
+        return {"images_per_s": n_img / enc_s if enc_s > 0 else None,
                 "prefill_tokens_per_s": n_tok / pre_s if pre_s > 0 else None,
-                "encoder_s": enc_s,
-                "prefill_s": pre_s,
-            }
-        )
-        done += 1
-        progress(done, total)
-    return {"repeats": repeats, "batch_size": batch, "device_used": str(device)}
+                "encoder_s": enc_s, "prefill_s": pre_s}
+
+    def info(self) -> dict[str, Any]:
+        return {"batch_size": self.batch, "device_used": str(self.device)}
+
+    def close(self) -> None:
+        self.model = None
 
 
 def _sync(device) -> None:
@@ -336,41 +357,16 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vit_backend_plugin.harness.throughput")
-    p.add_argument("--spec", required=True, help="JSON built by harness.commands.throughput_spec")
-    args = p.parse_args(argv)
-    spec = json.loads(args.spec)
+def make_runner(spec: dict[str, Any], log_dir):
+    """The runner for the spec's engine and mode."""
+    if spec["engine"] == "hf":
+        return HFRunner(spec)
+    if spec["settings"].get("mode") == "serve":
+        from vit_backend_plugin.harness.serve_bench import ServeRunner
 
-    from vit_backend_plugin.common.files import atomic_write_json
-    from vit_backend_plugin.harness.lm_eval_child import check_fault
-
-    check_fault(spec["backend"], "throughput")
-    result = run_vllm(spec) if spec["engine"] == "vllm" else run_hf(spec)
-    repeats = result.pop("repeats")
-    keys = (
-        ("images_per_s", "encoder_images_per_s", "requests_per_s", "input_tokens_per_s",
-         "ttft_mean_ms", "ttft_p99_ms")
-        if spec["engine"] == "vllm"
-        else ("images_per_s", "prefill_tokens_per_s")
-    )
-    med = median_metrics(repeats)
-    doc = {
-        "engine": spec["engine"],
-        "arm": spec.get("arm", spec["backend"]),
-        "backend": spec["backend"],
-        "arm_env": arm_env(spec),  # the arm's environment as the child saw it
-        "metrics": {k: med.get(k) for k in keys},
-        "repeats": repeats,
-        "settings": spec["settings"],
-        "device": device_info(),
-        **result,
-    }
-    atomic_write_json(spec["out"], doc)
-    print(json.dumps(doc["metrics"]), flush=True)
-    return 0
+        return ServeRunner(spec, log_dir)
+    return OfflineRunner(spec)
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    raise SystemExit(main())
+def metric_keys(engine: str) -> tuple[str, ...]:
+    return VLLM_KEYS if engine == "vllm" else HF_KEYS

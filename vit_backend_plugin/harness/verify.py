@@ -27,7 +27,7 @@ def verify_accuracy(bdir: Path, tasks: list[str]) -> str | None:
     return None
 
 
-def verify_throughput(bdir: Path, enabled: bool) -> str | None:
+def verify_throughput(bdir: Path, enabled: bool, rounds: int | None = None) -> str | None:
     path = bdir / THROUGHPUT
     try:
         data = json.loads(path.read_text())
@@ -41,6 +41,11 @@ def verify_throughput(bdir: Path, enabled: bool) -> str | None:
         return "throughput was skipped but is now enabled" if enabled else None
     if not data["metrics"] or all(v is None for v in data["metrics"].values()):
         return "throughput.json has no measured values"
+    have = data.get("repeats")
+    if rounds is not None and (not isinstance(have, list) or len(have) != rounds):
+        return f"throughput.json has {len(have) if isinstance(have, list) else 0} rounds, the config asks {rounds}"
+    if rounds is not None and not isinstance(data.get("interleave"), dict):
+        return "throughput.json was timed before rounds were interleaved"
     return None
 
 
@@ -53,4 +58,4 @@ def verify(phase: str, bdir: Path, cfg: Config) -> str | None:
             ok = (bdir / LM_EVAL_DIR / ACCURACY_SKIPPED).is_file()
             return None if ok else "accuracy was run but is now disabled"
         return verify_accuracy(bdir, cfg.tasks)
-    return verify_throughput(bdir, cfg.throughput.enabled)
+    return verify_throughput(bdir, cfg.throughput.enabled, cfg.throughput.repeats)
