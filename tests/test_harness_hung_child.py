@@ -164,3 +164,21 @@ def test_error_text_names_the_root_cause_above_the_last_lines():
     # no exception line: the last line is the headline
     plain = runner.ChildResult(137, 2.0, ["loading...", "Killed"]).error_text()
     assert "cause:" not in plain and runner.headline(plain) == "Killed"
+
+
+def test_aa_control_is_timed_with_the_arms_and_a_rerun_redoes_all_throughput(tmp_path, monkeypatch):
+    """throughput.aa_control: a second engine of the baseline, in the same interleaved rounds;
+    a throughput.json missing for one arm redoes every arm's rounds (one session's drift)."""
+    fake_commands(monkeypatch, hung=set(), silent=set())
+    p = plan(tmp_path, ["eager", "sdpa"], accuracy=False,
+             throughput={"repeats": 2, "aa_control": True})
+    assert runner.execute(p, report=False) == 0
+    aa = json.loads((p.run_dir / "aa_control" / THROUGHPUT).read_text())
+    assert aa["control_of"] == "eager" and aa["backend"] == "eager"
+    assert aa["interleave"]["order"] == [[0, "eager"], [0, "sdpa"], [0, "aa_control"],
+                                         [1, "aa_control"], [1, "sdpa"], [1, "eager"]]
+    eager_before = (p.run_dir / "eager" / THROUGHPUT).stat().st_mtime_ns
+    (p.run_dir / "sdpa" / THROUGHPUT).unlink()
+    assert runner.execute(p, report=False) == 0
+    assert (p.run_dir / "eager" / THROUGHPUT).stat().st_mtime_ns != eager_before
+    assert (p.run_dir / "aa_control" / THROUGHPUT).is_file()

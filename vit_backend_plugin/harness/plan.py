@@ -23,7 +23,7 @@ from vit_backend_plugin.harness.commands import accuracy_command, throughput_com
 from vit_backend_plugin.harness.config import DEMO_SCHEME, Config, ConfigError, parse_config
 from vit_backend_plugin.harness.config_checks import validate_environment
 from vit_backend_plugin.harness.env_capture import check_interpreter, gpu_info, probe_interpreter
-from vit_backend_plugin.rundir.layout import ARM_SETTINGS, RunInfo
+from vit_backend_plugin.rundir.layout import AA_CONTROL, ARM_SETTINGS, RunInfo
 
 # Config keys that do not change what an arm's results mean (a rerun may change them freely).
 # The arms' own settings (backend, engine_args, env, python) are compared per arm instead.
@@ -208,6 +208,15 @@ def print_plan(plan: Plan, out=None) -> None:
             if cmd.lm_eval_argv and arm.python != sys.executable:
                 argv = [arm.python, "-m", "lm_eval", *cmd.lm_eval_argv[1:]]  # that venv's lm-eval
             print((env + " " if env else "") + shlex.join(argv), file=out)
+    tp = cfg.throughput
+    if tp.enabled:
+        base = next(a for a in plan.arms if a.name == cfg.baseline_name)
+        if tp.aa_control:
+            cmd = throughput_command(cfg, base, plan.run_dir / AA_CONTROL)
+            print(f"# A/A control (a second engine of {base.name}) throughput", file=out)
+            print(shlex.join(cmd.argv), file=out)
+        print(f"# throughput: {tp.repeats} rounds per arm, interleaved (A B, B A, ...), every "
+              "worker started before the first round where the engines fit together", file=out)
 
 
 def write_run_info(plan: Plan) -> None:
