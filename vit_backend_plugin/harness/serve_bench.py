@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from vit_backend_plugin.harness.children import exception_lines
-from vit_backend_plugin.harness.throughput import LM_EVAL_ONLY_ARGS, NO_CACHES, PROCESSOR_ARGS
+from vit_backend_plugin.harness.throughput import (
+    LM_EVAL_ONLY_ARGS,
+    NO_CACHES,
+    PROCESSOR_ARGS,
+    round_seed,
+    warmup_requests,
+)
 
 CLI = "vllm.entrypoints.cli.main"  # what the `vllm` console script runs
 DEFAULT_TIMEOUT_S = 600.0
@@ -329,9 +335,8 @@ class ServeRunner:
     def warmup(self) -> None:
         """Untimed: ``warmup_requests()`` prompts, split over one bench per image size so that
         every size's first-shape costs (compiles, plan builds) are paid here, not in a round."""
-        s = self.settings
-        total = s["num_prompts"] if s.get("warmup") is None else s["warmup"]
-        sizes = s["image_sizes"]
+        total = warmup_requests(self.settings)
+        sizes = self.settings["image_sizes"]
         if total <= 0:
             return
         for i, (w, h) in enumerate(sizes):
@@ -342,7 +347,7 @@ class ServeRunner:
         """One timed bench; new random images every round (seed + 1000 * (r + 1))."""
         s = self.settings
         n = s["num_prompts"]
-        res = self._bench(f"round-{r}", n, self.spec["seed"] + 1000 * (r + 1), bucket_config(s))
+        res = self._bench(f"round-{r}", n, round_seed(self.spec, r), bucket_config(s))
         dur = float(res["duration"])
         return {
             "requests_per_s": float(res["request_throughput"]),
