@@ -164,8 +164,12 @@ class OfflineRunner:
             kwargs["mm_encoder_attn_backend"] = spec["backend"]
         if s.get("concurrency"):
             kwargs["max_num_seqs"] = s["concurrency"]
-        kwargs.update({k2: v for k2, v in spec["engine_args"].items()
+        given = spec["engine_args"]
+        kwargs.update({k2: v for k2, v in given.items()
                        if k2 not in LM_EVAL_ONLY_ARGS and k2 not in PROCESSOR_ARGS})
+        proc = {a: given[a] for a in PROCESSOR_ARGS if a in given}  # as the serve mode passes them
+        if proc:
+            kwargs["mm_processor_kwargs"] = {**(kwargs.get("mm_processor_kwargs") or {}), **proc}
         kwargs.update(NO_CACHES)  # measure the encoder, not caches (after engine_args: always off)
         # vLLM's own encoder timer (synchronised wall time of each encoder forward, per request):
         # images/s of the ViT itself, free of host-side image preprocessing. It synchronises with
