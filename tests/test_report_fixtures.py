@@ -162,11 +162,31 @@ def write_lm_eval(lm_eval_dir: Path, answers: dict[tuple[str, int], str], model:
 VLLM_SPEED = {"requests_per_s": 10.0, "input_tokens_per_s": 5000.0, "ttft_mean_ms": 100.0, "ttft_p99_ms": 200.0}
 
 
+JITTER = (0.99, 1.0, 1.01)  # per-round factors: the median is the metric itself
+
+
 def write_throughput(bdir: Path, metrics: dict[str, float], engine: str = "vllm") -> None:
+    """Three timed rounds as the interleaved harness writes them, ±1% apart in an order that
+    depends on the arm's name (so per-round ratios vary and intervals have a width)."""
+    k = sum(map(ord, bdir.name)) % len(JITTER)
+    factors = JITTER[k:] + JITTER[:k]
+    repeats = [{**{m: v * f for m, v in metrics.items()}, "round": r, "slot": 2 * r}
+               for r, f in enumerate(factors)]
     atomic_write_json(bdir / "throughput.json", {
-        "engine": engine, "metrics": metrics, "repeats": [metrics, metrics, metrics],
+        "engine": engine, "metrics": metrics, "repeats": repeats,
+        "interleave": {"together": True, "rounds": len(repeats), "order": [[r, bdir.name] for r in range(len(repeats))]},
         "settings": {"num_prompts": 100, "output_len": 1, "warmup": 2, "repeats": 3},
     })
+
+
+def write_control(run_dir: Path, of: str, metrics: dict[str, float] | None = None) -> None:
+    """The A/A control's throughput.json (the baseline's settings timed by a second engine)."""
+    from vit_backend_plugin.rundir.layout import AA_CONTROL
+
+    (run_dir / AA_CONTROL).mkdir(parents=True, exist_ok=True)
+    write_throughput(run_dir / AA_CONTROL, metrics or dict(VLLM_SPEED))
+    path = run_dir / AA_CONTROL / "throughput.json"
+    atomic_write_json(path, {**json.loads(path.read_text()), "control_of": of})
 
 
 @dataclass

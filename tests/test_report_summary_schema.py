@@ -9,7 +9,7 @@ import json
 
 import pytest
 from pydantic import ValidationError
-from test_report_fixtures import Backend, baseline_answers, flip_every, make_run
+from test_report_fixtures import Backend, baseline_answers, flip_every, make_run, write_control
 
 from vit_backend_plugin.report import build_report
 from vit_backend_plugin.report import cli as report_cli
@@ -21,7 +21,8 @@ from vit_backend_plugin.report.summary_schema import (
 )
 
 TOP_LEVEL = {"schema_version", "source", "run_id", "model", "engine", "tasks", "baseline", "arm_order",
-             "thresholds", "problems", "warnings", "arms", "parity"}
+             "thresholds", "problems", "warnings", "arms", "parity", "speed", "speed_control",
+             "speed_timing"}
 
 
 def test_shipped_schema_is_the_models_export():
@@ -30,7 +31,7 @@ def test_shipped_schema_is_the_models_export():
         "data/summary.schema.json is stale: run python -m vit_backend_plugin.report.summary_schema")
     schema = json.loads(SCHEMA_FILE.read_text())
     assert set(schema["required"]) == TOP_LEVEL and schema["additionalProperties"] is False
-    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION == 2
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION == 3
 
 
 def summaries(tmp_path) -> list[dict]:
@@ -39,6 +40,7 @@ def summaries(tmp_path) -> list[dict]:
                       errors={"accuracy": "RuntimeError: boom"})
     run = make_run(tmp_path, {"x": Backend(a), "y": Backend(flip_every(a, 3)), "gone": Backend(exists=False),
                               "crashed": crashed})
+    write_control(run, "x")
     by_run = json.loads(build_report(run)["json"].read_text())
     parser = argparse.ArgumentParser()
     report_cli.add_arguments(parser)
@@ -52,12 +54,13 @@ def test_written_summaries_validate_against_the_schema(tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     for s in summaries(tmp_path):
-        assert set(s) == TOP_LEVEL and s["schema_version"] == 2
+        assert set(s) == TOP_LEVEL and s["schema_version"] == 3
         validator.validate(s)
         assert Summary.model_validate(s).model_dump(mode="json") == s  # round trip: nothing lost
     by_run = summaries(tmp_path / "again")[0]
     assert by_run["parity"]["gone"]["verdict"] == "ERROR" and by_run["parity"]["gone"]["n"] is None
     assert by_run["arms"]["gone"]["state"] == "missing"
+    assert by_run["speed_control"]["control_of"] == "x" and by_run["speed"]["gone"]["verdict"] == "not measured"
 
 
 def test_a_summary_of_another_shape_is_rejected(tmp_path):

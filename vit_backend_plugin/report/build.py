@@ -2,13 +2,16 @@
 summary.json (written atomically).
 
 Every number shown comes from the summary dict, so the three files never disagree; accuracy
-numbers are lm-eval's own (copied from its results file), parity is recomputed from samples.
+numbers are lm-eval's own (copied from its results file), parity is recomputed from samples,
+speed verdicts from the timed rounds of each throughput.json (speed_stats.py: never a change of
+the exit code).
 The summary is checked against :class:`~vit_backend_plugin.report.summary_schema.Summary`
 before anything is written.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,10 @@ from vit_backend_plugin.report import provenance
 from vit_backend_plugin.report.load import ArmData, RunData, load_run
 from vit_backend_plugin.report.metrics import SPEED_METRICS
 from vit_backend_plugin.report.parity import compare
+from vit_backend_plugin.report.power import min_detectable_delta
+from vit_backend_plugin.report.speed_stats import CONFIDENCE, compare_arm, describe
 from vit_backend_plugin.report.summary_schema import SCHEMA_VERSION, Summary
+from vit_backend_plugin.rundir.layout import AA_CONTROL
 
 
 def _higher_is_better(key: str) -> bool:
@@ -33,14 +39,29 @@ def speedup(key: str, value: float | None, base: float | None) -> float | None:
     return value / base if _higher_is_better(key) else base / value
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def _numeric_metrics(tp: dict[str, Any] | None) -> dict[str, float]:
+    """Each metric's median over the timed rounds (what the report says it shows); the value
+    written under "metrics" where no round has one (bench-serve files have no rounds)."""
     if not tp:
         return {}
     out = {}
     for k, v in tp.get("metrics", {}).items():
-        if isinstance(v, int | float) and not isinstance(v, bool):
+        per_round = [r[k] for r in tp.get("repeats", []) if _number(r.get(k))]
+        if per_round:
+            out[k] = float(statistics.median(per_round))
+        elif _number(v):
             out[k] = float(v)
     return out
+
+
+def _rounds(a: ArmData | None) -> list[dict[str, Any]]:
+    """The timed rounds of an arm; one unpaired value (its metrics) where it has none."""
+    tp = (a.throughput if a else None) or {}
+    return tp.get("repeats") or ([tp["metrics"]] if tp.get("metrics") else [])
 
 
 def _arm_summary(a: ArmData, run: RunData) -> dict[str, Any]:
@@ -97,6 +118,7 @@ def _parity(base: ArmData, cand: ArmData, run: RunData) -> dict[str, Any]:
     if reason:
         return {"verdict": "ERROR", "reason": reason, "differing_items": []}
     res = compare(base.samples.as_items(), cand.samples.as_items(), run.thresholds).to_dict()
+    res["min_detectable_delta"] = min_detectable_delta(res["n"], res["b"] + res["c"], run.thresholds.alpha)
     damaged = [a.name for a in (base, cand) if a.samples.problems or a.state != "complete"]
     if damaged:  # never a PASS on data we know is incomplete
         if res["verdict"] == "PASS":
@@ -104,6 +126,46 @@ def _parity(base: ArmData, cand: ArmData, run: RunData) -> dict[str, Any]:
         res["reason"] = f"incomplete or damaged data for {', '.join(damaged)} (see problems); {res['reason']}"
     res["differing_items"] = _differing(base, cand)
     return res
+
+
+def _speed(base: ArmData, cand: ArmData | None) -> dict[str, Any]:
+    rb, rc = _rounds(base), _rounds(cand)
+    res = compare_arm(rb, rc, CONFIDENCE)
+    primary = res.primary
+    if primary is not None:
+        reason = describe(primary, CONFIDENCE)
+    else:
+        who = [f"{a.name} ({a.state})" for a, r in ((base, rb), (cand, rc)) if a and not r]
+        reason = ("no timed rounds for " + ", ".join(who) if who
+                  else "no speed metric both arms timed")
+    return {**res.to_dict(), "reason": reason}
+
+
+def _speed_control(run: RunData) -> dict[str, Any] | None:
+    ctl = run.control
+    if ctl is None:
+        return None
+    tp = ctl.throughput or {}
+    of = tp.get("control_of") if isinstance(tp.get("control_of"), str) else None
+    problems = list(ctl.problems)
+    if of is not None and of != run.baseline:
+        problems.append(f"{AA_CONTROL} repeats {of!r}, not the baseline {run.baseline!r}: its "
+                        "verdict against the baseline is no A/A control")
+    return {**_speed(run.arms[run.baseline], ctl), "control_of": of, "state": ctl.state,
+            "problems": problems, "throughput": _numeric_metrics(ctl.throughput),
+            "throughput_file": ctl.throughput_file}
+
+
+def _speed_timing(base: ArmData) -> dict[str, Any]:
+    tp = base.throughput or {}
+    inter = tp.get("interleave") if isinstance(tp.get("interleave"), dict) else None
+    rounds = (inter or {}).get("rounds")
+    return {
+        "confidence": CONFIDENCE,
+        "interleaved": (inter is not None) if tp.get("repeats") else None,
+        "together": (inter or {}).get("together") if isinstance((inter or {}).get("together"), bool) else None,
+        "rounds": rounds if isinstance(rounds, int) and not isinstance(rounds, bool) else None,
+    }
 
 
 def _warnings(run: RunData, arms: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
@@ -137,6 +199,8 @@ def summarize(run: RunData) -> dict[str, Any]:
         "baseline": baseline, "arm_order": list(run.arms),
         "thresholds": run.thresholds.model_dump(), "problems": run.problems,
         "warnings": _warnings(run, arms), "arms": arms, "parity": parity,
+        "speed": {name: _speed(run.arms[baseline], a) for name, a in run.arms.items() if name != baseline},
+        "speed_control": _speed_control(run), "speed_timing": _speed_timing(run.arms[baseline]),
     }
     # the schema is the contract: a summary that breaks it is a bug here, caught before writing
     return Summary.model_validate(summary).model_dump(mode="json")

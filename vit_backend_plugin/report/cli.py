@@ -28,7 +28,8 @@ exit codes:
      unreadable)
   2  usage error: bad arguments, not a run directory, an lm-eval folder without results
 Warnings (versions or lm-eval config that differ from the baseline's without the arm
-asking for it) are shown in the report and never change the code. A closed stdout
+asking for it) and speed verdicts (faster / slower / no detectable difference) are shown
+in the report and never change the code. A closed stdout
 (`| head`) ends it with 1 after the report is written.
 
 examples:
@@ -70,9 +71,16 @@ def _fail(msg: str) -> int:
 
 
 def _print_summary(summary: dict, paths: dict[str, Path]) -> None:
+    from vit_backend_plugin.report.render import control_label
+
     print(f"baseline {summary['baseline']}")
     for name, p in summary["parity"].items():
         print(f"{p['verdict']:<12} {name}: {p['reason']}")
+    speeds = list(summary["speed"].items())
+    if summary["speed_control"] is not None:
+        speeds.append((control_label(summary["speed_control"]), summary["speed_control"]))
+    for name, sp in speeds:
+        print(f"speed        {name}: {sp['verdict']} ({sp['reason']})")
     for name in summary["arm_order"]:
         for problem in summary["arms"][name]["problems"]:
             print(f"problem      {name}: {problem}")

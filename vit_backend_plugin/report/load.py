@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from vit_backend_plugin.report.answers import parsed_answer, response_text
 from vit_backend_plugin.report.parity import Item, ParityThresholds
 from vit_backend_plugin.rundir.layout import (
+    AA_CONTROL,
     ENV,
     LM_EVAL_DIR,
     RUN_INFO,
@@ -207,7 +208,8 @@ class ArmData:
     results: LmEvalResults | None = None
     results_file: str | None = None  # relative to the run dir, or as given on the command line
     samples: Samples | None = None
-    throughput: dict[str, Any] | None = None  # {"engine", "metrics": {report metric: number}}
+    # throughput.json as written ("engine", "metrics", "repeats": objects only, "interleave", ...)
+    throughput: dict[str, Any] | None = None
     throughput_file: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # run.json's arm_settings
     env: dict[str, Any] | None = None  # env.json as written (versions, device)
@@ -257,6 +259,37 @@ def read_lm_eval(arm: ArmData, output_path: Path, *, expected: bool, stale: bool
     arm.problems.extend(arm.samples.problems)
 
 
+def read_throughput(arm: ArmData, path: Path, run_dir: Path) -> None:
+    """Fill ``arm.throughput`` from a throughput.json; a damaged one is a problem. Repeats that
+    are not objects are dropped (the report's statistics read only objects)."""
+    try:
+        tp = read_json_object(path)
+        if not isinstance(tp.get("metrics"), dict):
+            raise ValueError("no 'metrics' object")
+    except ValueError as e:
+        arm.problems.append(f"throughput.json unreadable ({e}): corrupt or truncated")
+        return
+    repeats = tp.get("repeats")
+    tp["repeats"] = [r for r in repeats if isinstance(r, dict)] if isinstance(repeats, list) else []
+    arm.throughput = tp
+    arm.throughput_file = str(path.relative_to(run_dir))
+
+
+def load_control(run_dir: Path, asked: bool) -> ArmData | None:
+    """The A/A control (the baseline's settings timed by a second engine): throughput only.
+    None when the run did not ask for one and has none."""
+    path = run_dir / AA_CONTROL / THROUGHPUT
+    if not path.is_file():
+        return ArmData(AA_CONTROL, "missing", problems=[
+            f"A/A control asked for (throughput.aa_control) but there is no {AA_CONTROL}/{THROUGHPUT}"
+        ]) if asked else None
+    data = ArmData(AA_CONTROL, "complete")
+    read_throughput(data, path, run_dir)
+    if data.throughput is None:
+        data.state = "failed"
+    return data
+
+
 def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None) -> ArmData:
     """One arm of a run directory, as `vit-parity run` wrote it."""
     bdir = run_dir / name
@@ -288,14 +321,7 @@ def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None) -
 
     tp = bdir / THROUGHPUT
     if tp.is_file():
-        try:
-            data.throughput = read_json_object(tp)
-            if not isinstance(data.throughput.get("metrics"), dict):
-                raise ValueError("no 'metrics' object")
-            data.throughput_file = str(tp.relative_to(run_dir))
-        except ValueError as e:
-            data.throughput = None
-            problems.append(f"throughput.json unreadable ({e}): corrupt or truncated")
+        read_throughput(data, tp, run_dir)
     elif status is None or status.phases.get("throughput") == "complete":
         problems.append("no throughput.json")
 
@@ -326,6 +352,7 @@ class RunData:
     arms: dict[str, ArmData]  # in order
     thresholds: ParityThresholds
     problems: list[str] = field(default_factory=list)
+    control: ArmData | None = None  # the A/A control (AA_CONTROL/throughput.json): speed only
 
 
 def thresholds_from(parity: Any) -> tuple[ParityThresholds, str | None]:
@@ -355,5 +382,7 @@ def load_run(run_dir: str | Path) -> RunData:
         problems.append(f"baseline {info.baseline!r} is not among the arms {names}")
         names.insert(0, info.baseline)
     arms = {n: load_arm(run_dir, n, info.arm_settings.get(n)) for n in names}
+    throughput_config = (info.config or {}).get("throughput")
+    asked = isinstance(throughput_config, dict) and throughput_config.get("aa_control") is True
     return RunData("run_dir", run_dir, info.run_id, info.model, info.engine, list(info.tasks),
-                   info.baseline, arms, thresholds, problems)
+                   info.baseline, arms, thresholds, problems, load_control(run_dir, asked))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vit_backend_plugin.report.arm_tables import arm_tables
-from vit_backend_plugin.report.metrics import BENCH_SERVE_ENGINE, SPEED_METRICS
+from vit_backend_plugin.report.speed_tables import control_label, fmt_speed, speed_tables
 from vit_backend_plugin.report.table import Table
 
 ICON = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "ERROR": "💥"}
@@ -27,7 +27,7 @@ MAX_MD_DIFF_ROWS = 100  # per arm in report.md; summary.json has them all
 class View:
     title: str
     header: list[str]  # model, engine, tasks, thresholds
-    verdicts: list[tuple[str, str, str]]  # (arm, verdict, text)
+    verdicts: list[tuple[str, str, str, str]]  # (arm, verdict, text, speed verdict or "")
     warnings: list[str]  # differences from the baseline nobody asked for (provenance.py)
     problems: list[str]
     tables: list[Table] = field(default_factory=list)
@@ -81,18 +81,16 @@ def fmt_acc(value: float | None, stderr: float | None) -> str:
     return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f} ± N/A"
 
 
-def fmt_num(v: float | None) -> str:
-    if v is None:
-        return "—"
-    return f"{v:,.0f}" if abs(v) >= 10000 else f"{v:.4g}"
-
-
 def fmt_p(p: float | None) -> str:
     return "—" if p is None else (f"{p:.3g}" if p >= 1e-4 else f"{p:.1e}")
 
 
 def fmt_pts(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:+.2f}"
+
+
+def fmt_detectable(x: float | None) -> str:
+    return "none at this n" if x is None else f"±{x * 100:.2f} pts"
 
 
 def _metric_parts(metric: str | None) -> tuple[str, str]:
@@ -134,45 +132,29 @@ def _accuracy_tables(s: dict[str, Any]) -> list[Table]:
 def _parity_table(s: dict[str, Any], m: Markup) -> Table:
     t = s["thresholds"]
     head = ["Arm", "Items", "Agreement", "b (base ✓, cand ✗)", "c (base ✗, cand ✓)",
-            "McNemar p", "Δacc (pts)", f"{t['confidence']:.0%} CI (pts)", "Verdict"]
+            "McNemar p", "Δacc (pts)", f"{t['confidence']:.0%} CI (pts)", "Detectable (80% power)",
+            "Verdict", "Speed"]
     rows = []
     for name, p in s["parity"].items():
+        speed = s["speed"][name]["verdict"]
         if p["verdict"] == "ERROR":
-            rows.append([name, "—", "—", "—", "—", "—", "—", "—", f"{ICON['ERROR']} ERROR"])
+            rows.append([name, *["—"] * 8, f"{ICON['ERROR']} ERROR", speed])
             continue
         agree = "—" if p["agreement"] is None else f"{p['agreement']:.1%}"
         ci = "—" if p["ci_low"] is None else f"[{fmt_pts(p['ci_low'])}, {fmt_pts(p['ci_high'])}]"
         rows.append([name, str(p["n"]), agree, str(p["b"]), str(p["c"]), fmt_p(p["mcnemar_p"]),
-                     fmt_pts(p["delta_acc"]), ci, f"{ICON[p['verdict']]} {p['verdict']}"])
+                     fmt_pts(p["delta_acc"]), ci, fmt_detectable(p["min_detectable_delta"]),
+                     f"{ICON[p['verdict']]} {p['verdict']}", speed])
     note = (f"Paired on the same items against baseline {m.bold(m.text(s['baseline']))}. PASS: McNemar exact "
             f"p ≥ {t['alpha']:g} and the whole CI of Δacc within ±{t['max_abs_delta_points']:g} pts "
             f"(≥ {t['min_items']} items); FAIL: p < {t['alpha']:g} or the CI entirely outside; "
-            "otherwise INCONCLUSIVE. Agreement: same parsed answer (lm-eval's MMMU parser).")
+            "otherwise INCONCLUSIVE. Agreement: same parsed answer (lm-eval's MMMU parser). "
+            f"Detectable: the smallest change in accuracy McNemar's exact test at α={t['alpha']:g} "
+            "would have caught with 80% power, given the items and the discordance observed (a "
+            "change beyond the observed discordance taken as moving items one way): a change this "
+            "large would have been caught 4 times in 5, a smaller one may pass unnoticed. "
+            "Speed: the arm's speed verdict (below).")
     return Table(f"Parity vs baseline {s['baseline']}", head, rows, note=note)
-
-
-def _speed_table(s: dict[str, Any]) -> Table | None:
-    order = s["arm_order"]
-    present = {k for n in order for k in s["arms"][n]["throughput"]}
-    if not present:
-        return None
-    keys = [k for k in SPEED_METRICS if k in present] + sorted(present - set(SPEED_METRICS))
-    head = ["Arm", *[SPEED_METRICS.get(k, (k, True))[0] for k in keys]]
-    rows = []
-    for n in order:
-        b = s["arms"][n]
-        row = [n + (" (baseline)" if n == s["baseline"] else "")]
-        for k in keys:
-            v, x = b["throughput"].get(k), b["speedup"].get(k)
-            row.append(f"{fmt_num(v)} (×{x:.2f})" if v is not None and x is not None
-                       else fmt_num(v) if v is not None else b["state"])
-        rows.append(row)
-    engines = {s["arms"][n]["throughput_engine"] for n in order if s["arms"][n]["throughput"]}
-    where = ("`vllm bench serve --save-result` files (--bench-serve)" if engines == {BENCH_SERVE_ENGINE}
-             else "Medians over repeats, warm-up excluded (throughput.json)")
-    note = (f"{where}. (×N) is the speedup over the baseline: candidate/baseline for rates, "
-            "baseline/candidate for latencies; > 1 is faster.")
-    return Table("Speed", head, rows, note=note)
 
 
 def _differing_tables(s: dict[str, Any], limit: int | None) -> list[Table]:
@@ -196,7 +178,7 @@ def _differing_tables(s: dict[str, Any], limit: int | None) -> list[Table]:
     return out
 
 
-def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out = []
     b0 = s["arms"][s["baseline"]]
     base_text = (f"baseline: {b0['task']} {_metric_parts(b0['metric'])[0]} "
@@ -204,13 +186,23 @@ def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str]]:
                  if b0["accuracy"] is not None else f"baseline: no accuracy ({b0['state']})")
     if b0["problems"]:
         base_text += " — " + "; ".join(b0["problems"])
-    out.append((s["baseline"], "BASELINE", base_text))
+    out.append((s["baseline"], "BASELINE", base_text, ""))
     for name, p in s["parity"].items():
         b = s["arms"][name]
         extra = ""
         if b["accuracy"] is not None:
             extra = f" ({_metric_parts(b['metric'])[0]} {fmt_acc(b['accuracy'], b['stderr'])})"
-        out.append((name, p["verdict"], p["reason"] + extra))
+        if p["verdict"] in ("PASS", "INCONCLUSIVE"):  # what "no difference found" rules out
+            d = p["min_detectable_delta"]
+            extra += ("; no change in accuracy was detectable with these items" if d is None else
+                      f"; 80% power to detect a change of {d * 100:.2f} pts or more")
+        out.append((name, p["verdict"], p["reason"] + extra, fmt_speed(s["speed"].get(name))))
+    ctl = s["speed_control"]
+    if ctl is not None:
+        text = "no accuracy: times the baseline's settings in a second engine"
+        if ctl["problems"]:
+            text += " — " + "; ".join(ctl["problems"])
+        out.append((control_label(ctl), "CONTROL", text, fmt_speed(ctl)))
     return out
 
 
@@ -228,9 +220,7 @@ def build_view(s: dict[str, Any], diff_limit: int | None, m: Markup = PLAIN) -> 
         f"{n}: {p}" for n in s["arm_order"] for p in s["arms"][n]["problems"]
     ]
     tables = _accuracy_tables(s) + [_parity_table(s, m)]
-    speed = _speed_table(s)
-    if speed:
-        tables.append(speed)
+    tables += speed_tables(s)
     tables += arm_tables(s)
     return View(f"ViT backend parity: {s['run_id']}", header, _verdicts(s),
                 [w["message"] for w in s["warnings"]], problems, tables,
@@ -255,10 +245,12 @@ def _md_table(t: Table, level: str = "##") -> str:
 def render_markdown(s: dict[str, Any]) -> str:
     v = build_view(s, MAX_MD_DIFF_ROWS, MARKDOWN)
     out = [f"# {md_escape(v.title)}", "", " · ".join(v.header), ""]
-    for name, verdict, text in v.verdicts:
+    for name, verdict, text, speed in v.verdicts:
         icon = ICON.get(verdict, "🔹")
-        label = "" if verdict == "BASELINE" else f" {verdict}"
+        label = "" if verdict in ("BASELINE", "CONTROL") else f" {verdict}"
         out.append(f"- {icon} **{md_escape(name)}**{label}: {md_escape(text)}")
+        if speed:
+            out.append(f"  - ⏱️ {md_escape(speed)}")
     out.append("")
     if v.warnings:
         out += ["## ⚠️ Warnings: differences from the baseline the arms did not ask for", ""]

@@ -2,7 +2,10 @@
 
 ``schema_version`` changes when a field is removed or renamed, or its meaning or type changes;
 adding a field keeps it. Version 1 (before arms) had ``backends`` and ``backend_order`` and no
-``schema_version``; version 2 speaks of arms and adds versions, settings and warnings.
+``schema_version``; version 2 speaks of arms and adds versions, settings and warnings; version 3
+adds speed verdicts with intervals (``speed``, ``speed_control``, ``speed_timing``) and each
+parity's ``min_detectable_delta``, and an arm's ``throughput`` is the median over its timed
+rounds as the report takes it (version 2 copied throughput.json's ``metrics``).
 
 The JSON Schema exported from :class:`Summary` ships as ``vit_backend_plugin/data/
 summary.schema.json``; regenerate it with ``python -m vit_backend_plugin.report.summary_schema``
@@ -18,8 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vit_backend_plugin.report.parity import ParityThresholds, ReportVerdict
+from vit_backend_plugin.report.speed_stats import SpeedVerdict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "data" / "summary.schema.json"
 
 
@@ -84,7 +88,9 @@ class Arm(_Strict):
     results: list[ResultRow]
     results_file: str | None
     samples_logged: int
-    throughput: dict[str, float] = Field(description="speed metric -> value (report/metrics.py)")
+    throughput: dict[str, float] = Field(
+        description="speed metric (report/metrics.py) -> median over the timed rounds (warm-up "
+                    "excluded); throughput.json's value where it has no rounds")
     throughput_engine: str | None
     throughput_file: str | None
     speedup: dict[str, float | None] = Field(description="metric -> speedup over the baseline (> 1: faster)")
@@ -122,7 +128,65 @@ class Parity(_Strict):
     ci_high: float | None = None
     only_baseline: int | None = None
     only_candidate: int | None = None
+    min_detectable_delta: float | None = Field(
+        None, description="smallest |delta_acc| (fraction) McNemar's exact test detects with 80% "
+                          "power at the thresholds' alpha, given n and the observed discordance "
+                          "(report/power.py); None: no change could be detected with n items")
     differing_items: list[DifferingItem]
+
+
+class SpeedRatio(_Strict):
+    """One speed metric of an arm against the baseline over the timed rounds (report/speed_stats.py)."""
+
+    metric: str
+    higher_is_better: bool = Field(description="rates: true; latencies (TTFT): false")
+    method: Literal["paired", "unpaired"] = Field(
+        description="paired: round r against the baseline's round r (same images); unpaired: "
+                    "repeats without rounds (older run dirs), Welch's t on log values")
+    rounds: int = Field(description="pairs compared (paired); the smaller arm's count (unpaired)")
+    n_baseline: int
+    n_candidate: int
+    ratio: float | None = Field(description="arm / baseline of the metric (geometric mean of the "
+                                            "per-round ratios); for TTFT < 1 is faster")
+    ci_low: float | None = Field(description="interval at speed_timing.confidence; None below 2 rounds")
+    ci_high: float | None
+    resolution: float | None = Field(
+        description="the interval's half-width as a factor (0.021: ratios within x(1 ± 2.1%) of 1 "
+                    "are not resolved by this run)")
+    verdict: SpeedVerdict
+
+
+class ArmSpeed(_Strict):
+    """An arm's speed verdict: its primary metric's. Never changes the exit code."""
+
+    verdict: SpeedVerdict
+    primary_metric: str | None = Field(
+        description="encoder_images_per_s when both arms have it, else requests_per_s (vLLM) or "
+                    "images_per_s (HF); None: not measured")
+    reason: str
+    metrics: dict[str, SpeedRatio] = Field(description="headline metric -> comparison")
+
+
+class SpeedControl(ArmSpeed):
+    """The A/A control: the baseline's settings in a second engine, against the baseline
+    (expected: no detectable difference; anything else measures the setup's own drift)."""
+
+    control_of: str | None = Field(description="the arm it repeats, as its throughput.json says")
+    state: Literal["complete", "failed", "missing"]
+    problems: list[str]
+    throughput: dict[str, float] = Field(description="as an arm's throughput")
+    throughput_file: str | None
+
+
+class SpeedTiming(_Strict):
+    """How the speed was timed (from the baseline's throughput.json)."""
+
+    confidence: float = Field(description="level of every speed interval")
+    interleaved: bool | None = Field(
+        description="rounds interleaved across arms (A B, B A, ...); false: each arm timed in one "
+                    "block; None: no timed rounds recorded")
+    together: bool | None = Field(description="all arms' engines alive at once; None: not recorded")
+    rounds: int | None = Field(description="timed rounds per arm; None: not recorded")
 
 
 class ArmWarning(_Strict):
@@ -135,7 +199,7 @@ class ArmWarning(_Strict):
 
 
 class Summary(_Strict):
-    schema_version: Literal[2] = Field(description="changes when a field is removed, renamed or changes meaning")
+    schema_version: Literal[3] = Field(description="changes when a field is removed, renamed or changes meaning")
     source: Literal["run_dir", "lm_eval"] = Field(
         description="a `vit-parity run` directory, or lm-eval output folders (--lm-eval)")
     run_id: str
@@ -149,6 +213,9 @@ class Summary(_Strict):
     warnings: list[ArmWarning]
     arms: dict[str, Arm]
     parity: dict[str, Parity] = Field(description="every arm but the baseline -> its verdict")
+    speed: dict[str, ArmSpeed] = Field(description="every arm but the baseline -> its speed verdict")
+    speed_control: SpeedControl | None = Field(description="the A/A control; None: not run")
+    speed_timing: SpeedTiming
 
 
 def json_schema() -> dict[str, Any]:
