@@ -42,6 +42,10 @@ class Plan:
     # interpreter -> its probe (versions); GPUs from nvidia-smi: what settings.json records
     interpreters: dict[str, dict[str, Any]] = field(default_factory=dict)
     gpus: list[dict[str, str]] | None = None
+    # --gpus: the device ids arms are placed on (None: today's one device, arms one by one);
+    # --ray-address: arms' accuracy phases become Ray tasks on that cluster
+    devices: list[str] | None = None
+    ray_address: str | None = None
 
     def effective(self) -> Config:
         """The config with demo:// references resolved (what the children see)."""
@@ -92,7 +96,7 @@ def _fingerprint(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = None,
-            force: bool = False) -> Plan:
+            force: bool = False, gpus: str | None = None, ray_address: str | None = None) -> Plan:
     """Resolve and validate everything; raises ConfigError before anything runs."""
     run_id = run_id or cfg.run_id or cfg.name or "run"
     if not _RUN_ID.match(run_id):
@@ -103,7 +107,8 @@ def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = 
     validate_environment(eff, include)
     check_devices(eff)
     plan = Plan(cfg=cfg, run_dir=run_dir, model=model, include_path=include,
-                arms=resolve_arms(eff), gpus=gpu_info())
+                arms=resolve_arms(eff), gpus=gpu_info(), ray_address=ray_address)
+    place(plan, gpus)
     for arm in plan.arms:
         plan.record(arm)  # asks its interpreter for the versions it runs
         check_interpreter(arm.name, arm.python, plan.interpreters[arm.python], cfg.engine,
@@ -111,6 +116,18 @@ def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = 
     if not force:
         check_rerun(plan)
     return plan
+
+
+def place(plan: Plan, gpus: str | None) -> None:
+    """--gpus / --ray-address: the device set, and every arm fitting it (one line otherwise)."""
+    from vit_backend_plugin.harness import placement
+
+    if gpus is not None and plan.ray_address is not None:
+        raise ConfigError("--gpus and --ray-address: choose one (Ray places arms on its nodes' GPUs)")
+    needs = {a.name: placement.devices_needed(a.engine_args) for a in plan.arms}
+    plan.devices = placement.select_devices(gpus, placement.visible_devices(plan.gpus))
+    if plan.devices is not None:
+        placement.check_fits(needs, plan.devices, f"--gpus {gpus} gives")
 
 
 def check_rerun(plan: Plan) -> None:
@@ -213,7 +230,7 @@ def print_plan(plan: Plan, out=None) -> None:
         base = next(a for a in plan.arms if a.name == cfg.baseline_name)
         if tp.aa_control:
             cmd = throughput_command(cfg, base, plan.run_dir / AA_CONTROL)
-            print(f"# A/A control (a second engine of {base.name}) throughput", file=out)
+            print(f"# A/A control: a second engine of {base.name}, timed in the same rounds", file=out)
             print(shlex.join(cmd.argv), file=out)
         print(f"# throughput: {tp.repeats} rounds per arm, interleaved (A B, B A, ...), every "
               "worker started before the first round where the engines fit together", file=out)
