@@ -65,24 +65,41 @@ class Worker:
         self.log = open(member.log, "a" if append else "w", encoding="utf-8", errors="replace")
         self.log.write("$ " + " ".join(member.command.argv) + "\n")
         self.log.flush()
+        # stdout: the protocol alone (the worker sends everything else to stderr: the log)
         self.proc = subprocess.Popen(
             member.command.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=child_env(member.command), start_new_session=True,
+            stderr=subprocess.PIPE, env=child_env(member.command), start_new_session=True,
         )
-        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader = threading.Thread(target=self._read_protocol, daemon=True)
+        self.logger = threading.Thread(target=self._read_log, daemon=True)
         self.reader.start()
+        self.logger.start()
 
-    def _read(self) -> None:
+    def _read_protocol(self) -> None:
         assert self.proc.stdout is not None
         for raw in iter(self.proc.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            try:
+                msg = json.loads(line[len(PREFIX):]) if line.startswith(PREFIX) else None
+            except ValueError:
+                msg = None
+            if isinstance(msg, dict):
+                self.messages.put(msg)
+            else:  # a worker that is not ours, or broken: keep what it said
+                self._log_line(line)
+        self.messages.put(None)  # end of the channel: the process is gone (or going)
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in iter(self.proc.stderr.readline, b""):
+            self._log_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+
+    def _log_line(self, line: str) -> None:
+        if not self.log.closed:
             self.log.write(line + "\n")
             self.log.flush()
-            if line.startswith(PREFIX):
-                self.messages.put(json.loads(line[len(PREFIX):]))
-            elif line.strip() and "%|" not in line:
-                self.tail.append(line)
-        self.messages.put(None)  # end of output: the process is gone (or going)
+        if line.strip() and "%|" not in line:
+            self.tail.append(line)
 
     def expect(self, key: str, timeout: float) -> dict[str, Any]:
         """The next protocol message with ``key``; WorkerError if it exits or times out first."""
@@ -95,6 +112,7 @@ class Worker:
                 raise WorkerError(self._error(timed_out=True)) from None
             if msg is None:
                 self.proc.wait(timeout=30)
+                self.logger.join(timeout=5)  # its last words (an engine core may hold stderr)
                 raise WorkerError(self._error())
             if key in msg:
                 return msg
@@ -126,6 +144,7 @@ class Worker:
     def kill(self) -> None:
         _kill_group(self.proc)  # the engine core processes too
         self.reader.join(timeout=10)
+        self.logger.join(timeout=10)
         self.log.close()
 
     def _error(self, timed_out: bool = False) -> str:

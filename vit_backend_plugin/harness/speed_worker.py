@@ -5,8 +5,9 @@ asks (:mod:`vit_backend_plugin.harness.speed_session`), until told to stop. Keep
 alive between rounds is what lets the rounds of several arms interleave.
 
 Protocol, one JSON object per line: the parent writes ``{"round": r}`` or ``{"stop": true}`` to
-stdin; the worker answers on stdout with lines starting ``VIT_PARITY_WORKER `` (its engine's own
-log lines go to the same stream and are kept in the log):
+stdin; the worker answers on stdout with lines starting ``VIT_PARITY_WORKER ``, and nothing else
+goes to stdout: everything else written to it (the engine's prints, its processes' output) is
+sent to stderr, the log, so a long message cannot be split by another process's write:
 ``{"ready": info}`` once warm, ``{"round": r, "metrics": {...}}`` per round. An error ends the
 process with its traceback in the log; end of stdin (a parent gone) ends it too.
 """
@@ -22,10 +23,21 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "VIT_PARITY_WORKER "
+_channel = sys.stdout  # replaced in main() by a private copy of stdout
 
 
 def send(obj: dict[str, Any]) -> None:
-    print(PREFIX + json.dumps(obj), flush=True)
+    _channel.write(PREFIX + json.dumps(obj) + "\n")
+    _channel.flush()
+
+
+def _private_stdout() -> None:
+    """Keep stdout for the protocol alone: a private, non-inheritable copy of it becomes the
+    channel, and fd 1 (what this process and its children print to) becomes stderr."""
+    global _channel
+    sys.stdout.flush()
+    _channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
 
 
 def _terminate(signum, frame):  # SIGTERM: unwind, so the runner's close() runs
@@ -37,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spec", required=True, help="JSON built by harness.commands.throughput_spec")
     args = p.parse_args(argv)
     spec = json.loads(args.spec)
+    _private_stdout()
 
     from vit_backend_plugin.harness.engine_record import arm_env
     from vit_backend_plugin.harness.lm_eval_child import check_fault
