@@ -50,6 +50,7 @@ class ChildResult:
     tail: list[str] = field(default_factory=list)
     timed_out: bool = False
     terminated_after_results: bool = False  # results were complete; the process would not exit
+    where: dict = field(default_factory=dict)  # where it ran, when not here (a Ray node)
 
     @property
     def ok(self) -> bool:
@@ -103,12 +104,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def run_child(cmd: PhaseCommand, log_path: Path, on_progress=None,
               timeout: float | None = None, results_ready=None, grace: float = 60.0,
-              poll: float = 1.0) -> ChildResult:
+              poll: float = 1.0, cancel: threading.Event | None = None) -> ChildResult:
     """Run one phase's process; stream its output to log_path; report tqdm-style progress.
 
     ``results_ready()`` (polled while the child runs) says its outputs are complete: a child
     still alive ``grace`` seconds after that is terminated and the result counts as complete.
-    Past ``timeout`` without complete results the child is killed (``timed_out``)."""
+    Past ``timeout`` without complete results the child is killed (``timed_out``).
+    ``cancel`` (arms running in threads): once set, the child's group is ended and
+    KeyboardInterrupt raised here, as Ctrl-C does in the main thread."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=200)
     start = time.monotonic()
@@ -147,6 +150,8 @@ def run_child(cmd: PhaseCommand, log_path: Path, on_progress=None,
                     break
                 except subprocess.TimeoutExpired:
                     pass
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt("cancelled")  # the handler below ends the group
                 now = time.monotonic()
                 if ready_at is None and results_ready is not None and results_ready():
                     ready_at = now

@@ -96,7 +96,8 @@ def throughput_spec(cfg: Config, arm: Arm | str, arm_dir: Path) -> dict[str, Any
         "trust_remote_code": cfg.trust_remote_code,
         "seed": cfg.throughput.seed,
         "device": cfg.device,
-        "engine_args": arm.engine_args,
+        # one engine is timed: data parallelism is the accuracy phase's (lm-eval's replicas)
+        "engine_args": {k: v for k, v in arm.engine_args.items() if k != "data_parallel_size"},
         "env_keys": sorted(arm.env),  # the child records what it saw of these
         "settings": cfg.throughput.model_dump(mode="json"),
         "out": str(Path(arm_dir) / THROUGHPUT),

@@ -5,7 +5,9 @@ arguments as ``lm_eval ARGS``). Before that it:
 
 * honours ``VIT_PARITY_FAULT=backend:phase`` (fault injection for tests: raise in this child);
 * for lm-eval's ``hf-multimodal`` with an ``attn_implementation`` that is one of this plugin's
-  kernels (``vit_triton``, ...), registers it with transformers' ``AttentionInterface``.
+  kernels (``vit_triton``, ...), registers it with transformers' ``AttentionInterface``;
+* with ``VIT_PARITY_DP_REPLICA_GPUS=N`` (an arm with ``data_parallel_size`` > 1 placed on GPUs),
+  makes each of ``vllm-vlm``'s Ray replicas reserve N GPUs (see :func:`reserve_replica_gpus`).
 
 The vLLM engine needs nothing here: vLLM loads the plugin through its entry point in every
 process and reads ``VIT_ATTN_BACKEND`` / ``mm_encoder_attn_backend`` itself.
@@ -48,6 +50,28 @@ def check_fault(backend: str | None, phase: str) -> None:
             raise RuntimeError(f"injected fault for backend {backend} in phase {phase} (VIT_PARITY_FAULT)")
 
 
+def reserve_replica_gpus(n: int) -> None:
+    """lm-eval's ``vllm-vlm`` starts its data-parallel replicas as ``@ray.remote`` tasks that
+    reserve no GPU, so Ray leaves every replica all of the arm's GPUs and each engine takes the
+    first one. Its text-only ``vllm`` class reserves ``num_gpus=tensor_parallel_size`` for that
+    reason; do the same for the VLM class (unverified on GPUs: no multi-GPU machine yet)."""
+    import lm_eval.models.vllm_vlms as vlms
+
+    real = vlms.ray
+
+    class _Ray:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def remote(*args, **kwargs):
+            if len(args) == 1 and callable(args[0]) and not kwargs:
+                return real.remote(num_gpus=n)(args[0])
+            return real.remote(*args, **kwargs)
+
+    vlms.ray = _Ray()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     backend = backend_of(argv)
@@ -56,6 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         from vit_backend_plugin.harness import hf_attention
 
         hf_attention.register(backend)
+    replica_gpus = os.environ.get("VIT_PARITY_DP_REPLICA_GPUS")
+    if replica_gpus and _arg(argv, "--model") == "vllm-vlm":
+        reserve_replica_gpus(int(replica_gpus))
     from lm_eval.__main__ import cli_evaluate
 
     sys.argv = ["lm_eval", *argv]

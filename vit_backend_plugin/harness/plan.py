@@ -42,6 +42,10 @@ class Plan:
     # interpreter -> its probe (versions); GPUs from nvidia-smi: what settings.json records
     interpreters: dict[str, dict[str, Any]] = field(default_factory=dict)
     gpus: list[dict[str, str]] | None = None
+    # --gpus: the device ids arms are placed on (None: today's one device, arms one by one);
+    # --ray-address: arms' accuracy phases become Ray tasks on that cluster
+    devices: list[str] | None = None
+    ray_address: str | None = None
 
     def effective(self) -> Config:
         """The config with demo:// references resolved (what the children see)."""
@@ -92,7 +96,7 @@ def _fingerprint(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = None,
-            force: bool = False) -> Plan:
+            force: bool = False, gpus: str | None = None, ray_address: str | None = None) -> Plan:
     """Resolve and validate everything; raises ConfigError before anything runs."""
     run_id = run_id or cfg.run_id or cfg.name or "run"
     if not _RUN_ID.match(run_id):
@@ -103,7 +107,8 @@ def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = 
     validate_environment(eff, include)
     check_devices(eff)
     plan = Plan(cfg=cfg, run_dir=run_dir, model=model, include_path=include,
-                arms=resolve_arms(eff), gpus=gpu_info())
+                arms=resolve_arms(eff), gpus=gpu_info(), ray_address=ray_address)
+    place(plan, gpus)
     for arm in plan.arms:
         plan.record(arm)  # asks its interpreter for the versions it runs
         check_interpreter(arm.name, arm.python, plan.interpreters[arm.python], cfg.engine,
@@ -111,6 +116,18 @@ def prepare(cfg: Config, *, run_id: str | None = None, output_dir: str | None = 
     if not force:
         check_rerun(plan)
     return plan
+
+
+def place(plan: Plan, gpus: str | None) -> None:
+    """--gpus / --ray-address: the device set, and every arm fitting it (one line otherwise)."""
+    from vit_backend_plugin.harness import placement
+
+    if gpus is not None and plan.ray_address is not None:
+        raise ConfigError("--gpus and --ray-address: choose one (Ray places arms on its nodes' GPUs)")
+    needs = {a.name: placement.devices_needed(a.engine_args) for a in plan.arms}
+    plan.devices = placement.select_devices(gpus, placement.visible_devices(plan.gpus))
+    if plan.devices is not None:
+        placement.check_fits(needs, plan.devices, f"--gpus {gpus} gives")
 
 
 def check_rerun(plan: Plan) -> None:
@@ -193,6 +210,14 @@ def print_plan(plan: Plan, out=None) -> None:
     print(f"# run dir: {plan.run_dir}  engine: {cfg.engine}  baseline: {cfg.baseline_name}", file=out)
     for arm in plan.arms:
         print(f"# arm {arm.name}: {arm.label}", file=out)
+    if plan.devices is not None or plan.ray_address is not None:
+        from vit_backend_plugin.harness.placement import comma, devices_needed
+
+        needs = ", ".join(f"{a.name} {devices_needed(a.engine_args)}" for a in plan.arms)
+        where = (f"as Ray tasks on {plan.ray_address}" if plan.ray_address else
+                 f"side by side on devices {comma(plan.devices or [])} (each child gets its "
+                 "own as CUDA_VISIBLE_DEVICES)")
+        print(f"# accuracy: {where}; devices per arm: {needs}", file=out)
     for arm in plan.arms:
         adir = plan.run_dir / arm.name
         phases = {"accuracy": accuracy_command(cfg, arm, adir, plan.include_path),

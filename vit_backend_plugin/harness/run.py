@@ -42,6 +42,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="report without failing: exit 0 whenever the run itself completed")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config and print every command; run nothing")
+    p.add_argument("--gpus", metavar="N|all",
+                   help="run arms' accuracy phases side by side, each on its own devices "
+                        "(tensor x pipeline x data parallel size of its engine_args) of the first N "
+                        "GPUs (or all), starting arms as devices free up; throughput is then "
+                        "measured on the first device(s) with no other arm running. Default: one "
+                        "arm at a time on the first visible device. VIT_PARITY_FAKE_GPUS=0,1,.. "
+                        "gives device ids on a machine without GPUs (tests)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="run arms' accuracy phases as Ray tasks, each holding the GPUs it needs, "
+                        "on the cluster at ADDR (host:port, 'auto' for the one this node belongs "
+                        "to, 'local' to start one here); the run dir must be on a filesystem all "
+                        "nodes share. Throughput is measured on this host afterwards")
 
 
 def fail(prog: str, msg: str) -> int:
@@ -56,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
     names = [a.strip() for a in (args.arms or "").split(",") if a.strip()]
     try:
         cfg = load_config(args.config, arms=names)
-        plan = prepare(cfg, run_id=args.run_id, output_dir=args.output_dir, force=args.force)
+        plan = prepare(cfg, run_id=args.run_id, output_dir=args.output_dir, force=args.force,
+                       gpus=args.gpus, ray_address=args.ray_address)
     except ConfigError as e:
         return fail("vit-parity run", str(e))
     if args.dry_run:
@@ -64,6 +77,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     try:
         return execute(plan, force=args.force, report=not args.no_report, no_fail=args.no_fail)
+    except ConfigError as e:  # the Ray cluster cannot be reached or cannot hold an arm
+        return fail("vit-parity run", str(e))
     except KeyboardInterrupt:
         print("vit-parity run: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

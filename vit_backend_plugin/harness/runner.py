@@ -25,7 +25,10 @@ processes (:mod:`.children`) and the display (:mod:`.display`); this module orch
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +37,20 @@ from rich.markup import escape
 
 from vit_backend_plugin.harness.arms import Arm
 from vit_backend_plugin.harness.children import ChildResult, child_env, headline, run_child
-from vit_backend_plugin.harness.commands import accuracy_command, throughput_command
+from vit_backend_plugin.harness.commands import PhaseCommand, accuracy_command, throughput_command
 from vit_backend_plugin.harness.config import ConfigError
 from vit_backend_plugin.harness.display import Display, summary_table
 from vit_backend_plugin.harness.env_capture import device_probe, environment_info
 from vit_backend_plugin.harness.outcome import MEANING, exit_code
+from vit_backend_plugin.harness.parallel import run_concurrently
+from vit_backend_plugin.harness.placement import (
+    Scheduler,
+    accuracy_env,
+    comma,
+    devices_needed,
+    engine_devices,
+    throughput_env,
+)
 from vit_backend_plugin.harness.plan import (
     Plan,
     check_devices,
@@ -66,6 +78,8 @@ from vit_backend_plugin.rundir.layout import (
     atomic_write_json,
 )
 
+PLACEMENT = "placement.json"  # where arms' accuracy ran and throughput was measured
+
 # Names other code imports from here (the runner was one module before it was split).
 __all__ = [
     "ACCURACY_SKIPPED", "ChildResult", "Display", "Plan", "check_devices", "child_env",
@@ -83,13 +97,39 @@ def _clean(phase: str, adir: Path) -> None:
         (adir / THROUGHPUT).unlink(missing_ok=True)
 
 
+def arm_commands(plan: Plan, arm: Arm, devices: list[str] | None = None) -> dict[str, PhaseCommand]:
+    """Both phases' commands, with what placement adds (devices; see :mod:`.placement`)."""
+    cfg, adir = plan.effective(), plan.run_dir / arm.name
+    acc = accuracy_command(cfg, arm, adir, plan.include_path)
+    tp = throughput_command(cfg, arm, adir)
+    acc.env = {**acc.env, **accuracy_env(devices, arm.engine_args)}
+    tp.env = {**tp.env, **throughput_env(plan.devices, arm.engine_args)}
+    return {"accuracy": acc, "throughput": tp}
+
+
+def _write_commands(adir: Path, commands: dict[str, PhaseCommand], keep_accuracy: bool) -> None:
+    record = {p: c.to_json() for p, c in commands.items()}
+    if keep_accuracy:  # the accuracy phase is not run now: keep where and how it did run
+        try:
+            old = json.loads((adir / COMMAND).read_text(encoding="utf-8"))["accuracy"]
+            if isinstance(old, dict):
+                record["accuracy"] = old
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    atomic_write_json(adir / COMMAND, record)
+
+
 def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
             probes: dict[str, dict[str, Any]] | None = None,
-            phases: tuple[str, ...] = ("accuracy",), prepare_only: bool = False) -> ArmStatus:
+            phases: tuple[str, ...] = ("accuracy",), prepare_only: bool = False,
+            devices: list[str] | None = None, cancel: threading.Event | None = None,
+            launch: Callable[..., ChildResult] | None = None) -> ArmStatus:
     """One arm's child-per-phase phases (accuracy; throughput is :func:`run_throughput`'s).
     ``probes``: each interpreter's
     device probe, shared by the arms. ``prepare_only``: write the arm's records even when no
-    phase of ``phases`` is left (its throughput is about to run)."""
+    phase of ``phases`` is left (its throughput is about to run). ``devices``: the arm's device
+    set (``--gpus``); ``cancel``: ends the child when set (arms side by side); ``launch``: runs
+    the child elsewhere (a Ray task; :func:`run_child`'s signature)."""
     cfg = plan.effective()
     adir = plan.run_dir / arm.name
     status = None if force else ArmStatus.read(adir)
@@ -113,13 +153,10 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
                     "(use --force to redo)")
         return status
 
-    commands = {
-        "accuracy": accuracy_command(cfg, arm, adir, plan.include_path),
-        "throughput": throughput_command(cfg, arm, adir),
-    }
+    commands = arm_commands(plan, arm, devices)
     adir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(adir / ARM_SETTINGS, plan.record(arm))
-    atomic_write_json(adir / COMMAND, {p: c.to_json() for p, c in commands.items()})
+    _write_commands(adir, commands, keep_accuracy="accuracy" not in todo)
     probes = {} if probes is None else probes
     try:
         if arm.python not in probes:
@@ -142,11 +179,18 @@ def run_arm(plan: Plan, arm: Arm, *, force: bool, display: Display,
             status.write(adir)
             display.say(f"{arm.name} accuracy: skipped (disabled in config)")
             continue
-        update, finish = display.phase(arm.name, phase)
+        label = arm.name if devices is None else f"{arm.name} [{comma(devices)}]"
+        if devices is not None:
+            display.say(f"{arm.name} {phase}: running on devices {comma(devices)}")
+        update, finish = display.phase(label, phase)
         try:
-            res = run_child(commands[phase], adir / f"{phase}.log", update, cfg.timeout_s,
-                            results_ready=lambda p=phase: verify(p, adir, cfg) is None,
-                            grace=cfg.exit_grace_s)
+            res = (launch or run_child)(
+                commands[phase], adir / f"{phase}.log", update, cfg.timeout_s,
+                results_ready=lambda p=phase: verify(p, adir, cfg) is None,
+                grace=cfg.exit_grace_s, cancel=cancel)
+            if res.where:  # a Ray node: record where it ran next to how
+                commands[phase].extra["ran_on"] = res.where
+                _write_commands(adir, commands, keep_accuracy=False)
         except BaseException:
             status.phases[phase] = "failed"
             status.errors[phase] = "interrupted"
@@ -216,7 +260,7 @@ def run_throughput(plan: Plan, statuses: dict[str, ArmStatus], *, force: bool, d
         st.write(plan.run_dir / arm.name)
         statuses[arm.name] = st
         adir = plan.run_dir / arm.name
-        members.append(Member(arm.name, throughput_command(cfg, arm, adir), adir / THROUGHPUT,
+        members.append(Member(arm.name, arm_commands(plan, arm)["throughput"], adir / THROUGHPUT,
                               adir / "throughput.log"))
     if not cfg.throughput.enabled:
         display.say("throughput: skipped (disabled in config)")
@@ -225,7 +269,9 @@ def run_throughput(plan: Plan, statuses: dict[str, ArmStatus], *, force: bool, d
     aa_dir = plan.run_dir / AA_CONTROL
     shutil.rmtree(aa_dir, ignore_errors=True)
     if cfg.throughput.aa_control:
-        members.append(Member(AA_CONTROL, throughput_command(cfg, base, aa_dir), aa_dir / THROUGHPUT,
+        aa_cmd = throughput_command(cfg, base, aa_dir)
+        aa_cmd.env = {**aa_cmd.env, **throughput_env(plan.devices, base.engine_args)}
+        members.append(Member(AA_CONTROL, aa_cmd, aa_dir / THROUGHPUT,
                               aa_dir / "throughput.log", control_of=base.name))
     together = cfg.throughput.together
     if together is None:
@@ -234,7 +280,8 @@ def run_throughput(plan: Plan, statuses: dict[str, ArmStatus], *, force: bool, d
             [*plan.arms, *([base] if cfg.throughput.aa_control else [])]])
     display.say(f"throughput: {cfg.throughput.repeats} rounds per arm, "
                 + ("all engines alive together" if together else
-                   f"one engine at a time ({cfg.throughput.visits} visits per arm)"))
+                   f"one engine at a time ({cfg.throughput.visits} visits per arm)")
+                + f"; {throughput_where(plan)}")
     update, finish = display.phase("all arms", "throughput")
     try:
         outcomes = measure(members, cfg.throughput.model_dump(mode="json"), together,
@@ -267,6 +314,72 @@ def run_throughput(plan: Plan, statuses: dict[str, ArmStatus], *, force: bool, d
         st.write(adir)
 
 
+def accuracy_side_by_side(plan: Plan, *, force: bool, display: Display,
+                          probes: dict[str, dict[str, Any]]) -> dict[str, ArmStatus]:
+    """Every arm's accuracy phase at once: on its own devices of ``plan.devices`` as they free
+    up, or as Ray tasks (``plan.ray_address``). One arm's crash never stops the others."""
+    arms = {a.name: a for a in plan.arms}
+    launchers: dict[str, Callable[..., ChildResult]] = {}
+    scheduler = None
+    if plan.ray_address is not None:
+        from vit_backend_plugin.harness import ray_arms
+
+        cluster = ray_arms.connect(plan.ray_address)
+        display.say(f"ray: {cluster.describe()}")
+        try:
+            ray_arms.check_fits(cluster, {a.name: devices_needed(a.engine_args) for a in plan.arms})
+        except ConfigError:
+            ray_arms.disconnect()
+            raise
+        for a in plan.arms:
+            launchers[a.name] = ray_arms.launcher(cluster, a.name, devices_needed(a.engine_args))
+    else:
+        scheduler = Scheduler({a.name: devices_needed(a.engine_args) for a in plan.arms},
+                              list(plan.devices or []))
+        display.say(f"arms side by side on devices {comma(plan.devices or [])}")
+
+    def one(name: str, devices: list[str] | None, cancel: threading.Event) -> ArmStatus:
+        return run_arm(plan, arms[name], force=force, display=display, probes=probes,
+                       phases=("accuracy",), devices=devices, cancel=cancel,
+                       launch=launchers.get(name))
+
+    def crashed(name: str, error: str) -> ArmStatus:
+        adir = plan.run_dir / name
+        st = ArmStatus.read(adir) or ArmStatus(arm=name)
+        st.phases["accuracy"] = "failed"
+        st.errors["accuracy"] = error.strip()[-4000:]
+        st.write(adir)
+        display.say(f"[red]{name}[/] accuracy: FAILED ({escape(headline(error))})")
+        return st
+
+    try:
+        return run_concurrently(plan.arm_names, one, scheduler, crashed)
+    finally:
+        if plan.ray_address is not None:
+            ray_arms.disconnect()
+
+
+def throughput_where(plan: Plan) -> str:
+    """Where the throughput session runs: one device set, the same for every arm."""
+    import socket
+
+    if plan.devices is None:
+        devices = "the first visible device"
+    else:
+        devices = "devices " + comma(plan.devices[:max(engine_devices(a.engine_args)
+                                                       for a in plan.arms)])
+    return f"measured on {socket.gethostname()}, {devices}, with no other arm running"
+
+
+def write_placement(plan: Plan) -> None:
+    """placement.json: where arms' accuracy ran and where throughput was measured."""
+    atomic_write_json(plan.run_dir / PLACEMENT, {
+        "mode": "ray" if plan.ray_address else ("devices" if plan.devices else "one device"),
+        "devices": plan.devices, "ray_address": plan.ray_address,
+        "throughput": throughput_where(plan),
+    })
+
+
 def make_report(run_dir: Path, display: Display) -> dict[str, Any] | None:
     """Build the report; its summary (read back from summary.json), or None if it failed."""
     import json
@@ -293,10 +406,16 @@ def execute(plan: Plan, *, force: bool = False, console: Console | None = None,
     display.say(f"run dir: {plan.run_dir}  engine: {plan.cfg.engine}  arms: "
                 f"{', '.join(plan.arm_names)} (baseline {plan.cfg.baseline_name})")
     probes: dict[str, dict[str, Any]] = {}
+    write_placement(plan)
     with display:
-        for arm in plan.arms:
-            statuses[arm.name] = run_arm(plan, arm, force=force, display=display, probes=probes,
-                                         phases=("accuracy",))
+        if plan.devices is None and plan.ray_address is None:  # today's: one arm at a time
+            for arm in plan.arms:
+                statuses[arm.name] = run_arm(plan, arm, force=force, display=display,
+                                             probes=probes, phases=("accuracy",))
+        else:
+            statuses.update(accuracy_side_by_side(plan, force=force, display=display,
+                                                  probes=probes))
+        # only now, with no arm's accuracy running anywhere on this host
         run_throughput(plan, statuses, force=force, display=display, probes=probes)
     display.console.print(summary_table(plan, statuses))
     summary = make_report(plan.run_dir, display) if report else None
