@@ -12,11 +12,11 @@ from vit_backend_plugin.harness import demo_assets, demo_data, demo_model, demo_
 from vit_backend_plugin.harness.demo_assets import DemoSpec
 
 # A different key orphans every user's cached demo (a rebuild of minutes): change it only with the
-# generators, by bumping DEMO_GENERATOR_VERSION, and update this value then.
-DEFAULT_KEY = "84ee3acd0097"
+# generators (by bumping DEMO_GENERATOR_VERSION) or the shipped weights, and update this value then.
+DEFAULT_KEY = "4172f6924134"
 # sha256 (first 16 hex) of build_dataset(DemoSpec(items_per_subject=1))'s corpus, README.md and
-# every decoded row, as generated before the split.
-DATA_DIGEST = "b102c8e0b5cac11e"
+# every decoded row (generator version 4: shapes one per grid cell; which shape/colour/how many).
+DATA_DIGEST = "3fe1455290456cd2"
 
 
 def test_cache_key_unchanged():
@@ -64,13 +64,16 @@ def test_generated_data_unchanged(tmp_path):
     pytest.importorskip("lm_eval")
     datasets = pytest.importorskip("datasets")
 
-    corpus = demo_data.build_dataset(tmp_path, DemoSpec(items_per_subject=1))
+    data = tmp_path / "data"
+    corpus = demo_data.build_dataset(data, DemoSpec(items_per_subject=1))
     h = hashlib.sha256(json.dumps(corpus).encode())
-    h.update((tmp_path / "README.md").read_bytes())
-    subjects = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    h.update((data / "README.md").read_bytes())
+    subjects = sorted(p.name for p in data.iterdir() if p.is_dir())
     assert len(subjects) == 30  # every subject of lm-eval's mmmu_val
     for subject in subjects:
-        for row in datasets.load_dataset(str(tmp_path), name=subject, split="validation"):
+        # a cache of its own: offline, datasets finds a cached local set by its folder's name alone
+        for row in datasets.load_dataset(str(data), name=subject, split="validation",
+                                         cache_dir=str(tmp_path / "hf_datasets")):
             for k in sorted(row):
                 v = row[k]
                 h.update(k.encode())

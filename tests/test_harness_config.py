@@ -193,7 +193,7 @@ def test_demo_yaml_matches_embedded_config():
 
     assert yaml.safe_load((CONFIGS / "demo.yaml").read_text()) == demo_config_data("vllm")
     assert yaml.safe_load((CONFIGS / "demo_hf.yaml").read_text()) == demo_config_data("hf")
-    assert demo_config_data("vllm")["backends"] == ["TORCH_SDPA", "VIT_TRITON"]
+    assert [a["name"] for a in demo_config_data("vllm")["arms"]] == ["TORCH_SDPA", "VIT_TRITON", "low_res"]
 
 
 def test_full_size_vit_configs_are_throughput_only_with_dummy_weights():

@@ -22,7 +22,8 @@ import yaml
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-MMMU_ITEMS = 90  # 30 subjects x 3 generated items
+MMMU_ITEMS = 180  # 30 subjects x 6 generated items
+ARMS = {"TORCH_SDPA": "TORCH_SDPA", "VIT_TRITON": "VIT_TRITON", "low_res": "TORCH_SDPA"}  # arm: backend
 
 
 # --------------------------------------------------------------------------- helpers
@@ -106,7 +107,7 @@ def test_demo_end_to_end(demo_run):
     assert f"run dir: {run_dir}" in out(proc)
 
     info = json.loads((run_dir / "run.json").read_text())
-    assert info["engine"] == "vllm" and info["arms"] == ["TORCH_SDPA", "VIT_TRITON"]
+    assert info["engine"] == "vllm" and info["arms"] == list(ARMS)
     assert info["baseline"] == "TORCH_SDPA" and info["tasks"] == ["mmmu_val"]
     assert info["config"]["parity"] == {"max_abs_delta_points": 5.0}
 
@@ -119,9 +120,9 @@ def test_demo_end_to_end(demo_run):
     assert vision_head_size(mcfg) == 80
 
     per_backend = {}
-    for backend in ("TORCH_SDPA", "VIT_TRITON"):
-        bdir = run_dir / backend
-        st = status(run_dir, backend)
+    for arm, backend in ARMS.items():
+        bdir = run_dir / arm
+        st = status(run_dir, arm)
         assert st["phases"] == {"accuracy": "complete", "throughput": "complete"}, st
         assert st["errors"] == {}
 
@@ -131,6 +132,8 @@ def test_demo_end_to_end(demo_run):
         margs = json.loads(acc[acc.index("--model_args") + 1])
         if backend == "TORCH_SDPA":  # vLLM's own backend: its engine argument
             assert margs["mm_encoder_attn_backend"] == "TORCH_SDPA"
+            # low_res: the processor's pixel bounds, one vision token per image
+            assert ("mm_processor_kwargs" in margs) == (arm == "low_res")
             assert "VIT_ATTN_BACKEND" not in cmd["accuracy"].get("env", {})
         else:  # the plugin's: VIT_ATTN_BACKEND, interpreted on CPU
             assert "mm_encoder_attn_backend" not in margs
@@ -153,9 +156,9 @@ def test_demo_end_to_end(demo_run):
         assert tp["engine"] == "vllm" and tp["backend"] == backend
         for key in ("images_per_s", "input_tokens_per_s", "requests_per_s", "ttft_mean_ms"):
             assert tp["metrics"][key] > 0, key
-        assert len(tp["repeats"]) == 3
+        assert len(tp["repeats"]) == 5
         vals = sorted(r["images_per_s"] for r in tp["repeats"])
-        assert tp["metrics"]["images_per_s"] == pytest.approx(vals[1])  # median of 3
+        assert tp["metrics"]["images_per_s"] == pytest.approx(vals[2])  # median of 5
         # measured on the encoder, not on caches: both caches off, new images every repeat
         assert tp["engine_settings"]["enable_prefix_caching"] is False
         assert tp["engine_settings"]["mm_processor_cache_gb"] == 0
@@ -165,22 +168,33 @@ def test_demo_end_to_end(demo_run):
         assert all(r["encoder_images_per_s"] is None for r in tp["repeats"])
         assert tp["metrics"]["encoder_images_per_s"] is None
 
-        res = json.loads(results_file(run_dir, backend).read_text())
+        res = json.loads(results_file(run_dir, arm).read_text())
         assert 0.0 <= res["results"]["mmmu_val"]["acc,none"] <= 1.0
         assert res["config"]["model"] == "vllm-vlm"
         # all six MMMU subject groups, as lm-eval's own mmmu_val group defines them
         assert len(res["group_subtasks"]["mmmu_val"]) == 6
-        per_backend[backend] = samples(run_dir, backend)
+        per_backend[arm] = samples(run_dir, arm)
 
-    base, ours = per_backend["TORCH_SDPA"], per_backend["VIT_TRITON"]
+    base, ours, low = per_backend["TORCH_SDPA"], per_backend["VIT_TRITON"], per_backend["low_res"]
     assert len(base) == MMMU_ITEMS
-    assert set(base) == set(ours)  # the same items, per task
+    assert set(base) == set(ours) == set(low)  # the same items, per task
     for key in base:
         # (lm-eval's doc_hash covers in-memory image objects, so it differs between processes)
         assert base[key]["prompt_hash"] == ours[key]["prompt_hash"]
         assert base[key]["target_hash"] == ours[key]["target_hash"]
         assert base[key]["doc"]["image_1"] == ours[key]["doc"]["image_1"]  # lm-eval's image digest
         assert isinstance(base[key]["filtered_resps"][0], str)
+    # the demo model was trained on exactly the prompts lm-eval's vllm-vlm gave it, item for item
+    from transformers import AutoProcessor
+
+    from vit_backend_plugin.harness import demo_train
+    from vit_backend_plugin.harness.demo_assets import DemoSpec
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    docs = {d["id"]: d for d in demo_train.validation_docs(DemoSpec())}
+    for s in base.values():
+        prompt, _ = demo_train.lm_eval_context(docs[s["doc"]["id"]], processor)
+        assert s["arguments"]["gen_args_0"]["arg_0"] == prompt
     # lm-eval's own MMMU prompt (not ours) reached the model through the chat template
     some = next(iter(base.values()))
     assert "Answer with the option's letter from the given choices directly." in json.dumps(some) or \
@@ -189,11 +203,19 @@ def test_demo_end_to_end(demo_run):
     for name in ("report.md", "report.html", "summary.json"):
         assert (run_dir / name).is_file(), name
     assert "report:" in out(proc) and str(run_dir / "report.md") in out(proc)
-    # our kernel, interpreted inside vLLM's engine, answers like vLLM's own SDPA: PASS
+    # the trained model sees: well above chance (a quarter of the letters, a quarter of the counts)
     summary = json.loads((run_dir / "summary.json").read_text())
     parity = summary["parity"]["VIT_TRITON"]
+    assert parity["acc_baseline"] >= 0.8, parity
+    # our kernel, interpreted inside vLLM's engine, answers like vLLM's own SDPA: PASS
     assert parity["verdict"] == "PASS", parity
+    assert parity["agreement"] >= 0.97, parity
     assert "**VIT_TRITON** PASS" in (run_dir / "report.md").read_text()
+    # one vision token per image: the model sees less, and the paired test says so
+    low_res = summary["parity"]["low_res"]
+    assert low_res["verdict"] == "FAIL" and low_res["mcnemar_p"] < 0.05, low_res
+    assert low_res["acc_candidate"] < low_res["acc_baseline"] - 0.1, low_res
+    assert "verdicts as expected (VIT_TRITON PASS, low_res FAIL)" in out(proc)
 
 
 def test_report_from_the_demos_own_lm_eval_folders_matches_the_run_dir(demo_run, cache, tmp_path):

@@ -1,12 +1,17 @@
 """`vit-parity demo`: the embedded offline default. No GPU, no network, a few minutes on two cores.
 
-Builds (once, cached) a tiny random Qwen2-VL with vision head_dim 80 and a tiny MMMU-format data
-set (:mod:`vit_backend_plugin.harness.demo_assets`), then runs exactly what `vit-parity run`
+Builds (once, cached) a tiny Qwen2-VL with vision head_dim 80, with shipped weights trained to
+answer the data's questions from the image, and a tiny MMMU-format data set
+(:mod:`vit_backend_plugin.harness.demo_assets`), then runs exactly what `vit-parity run`
 runs for its config (``data/demo.yaml`` in the package, also ``eval_configs/demo.yaml``): lm-eval's own
-``vllm-vlm`` model and ``mmmu_val`` task on vLLM's CPU engine for ``TORCH_SDPA`` (vLLM's CPU
-default) and the plugin's ``VIT_TRITON`` (our kernel, in Triton's interpreter on CPU), the
-throughput phase through vLLM, the report. ``--engine hf`` runs the transformers variant
-(``eval_configs/demo_hf.yaml``: ``eager`` against ``sdpa``).
+``vllm-vlm`` model and ``mmmu_val`` task on vLLM's CPU engine for three arms, ``TORCH_SDPA``
+(vLLM's CPU default, the baseline), the plugin's ``VIT_TRITON`` (our kernel, in Triton's
+interpreter on CPU: an accurate change) and ``low_res`` (every image shrunk to one vision token:
+a change that makes the model see less), the throughput phase through vLLM, the report. The
+demo exits 0 when the verdicts are the expected ones (``VIT_TRITON`` PASS, ``low_res`` FAIL:
+the tool tells an accurate change from an inaccurate one), 1 otherwise, 3 on an error.
+``--engine hf`` runs the transformers variant (``eval_configs/demo_hf.yaml``: ``eager`` against
+``sdpa``), where every verdict is expected to PASS.
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ from vit_backend_plugin.harness.config import ConfigError
 
 # Data, shipped in the package (a wheel has no eval_configs/; a test keeps those copies equal).
 DEMO_CONFIGS = {"vllm": "data/demo.yaml", "hf": "data/demo_hf.yaml"}
+# What each demo shows: the verdict every arm should get against the baseline.
+EXPECTED = {"vllm": {"VIT_TRITON": "PASS", "low_res": "FAIL"}, "hf": {"sdpa": "PASS"}}
+
+
+def check_expected(summary: dict, engine: str) -> list[str]:
+    """The arms whose verdict is not the demo's expected one ("arm: got X, expected Y")."""
+    parity = summary.get("parity") or {}
+    return [f"{arm}: got {(parity.get(arm) or {}).get('verdict')}, expected {want}"
+            for arm, want in EXPECTED[engine].items()
+            if (parity.get(arm) or {}).get("verdict") != want]
 
 
 def demo_config_data(engine: str = "vllm") -> dict:
@@ -65,7 +80,36 @@ def main(args: argparse.Namespace) -> int:
         print_plan(plan)
         return 0
     try:
-        return execute(plan, force=args.force, report=not args.no_report)
+        code = execute(plan, force=args.force, report=not args.no_report, no_fail=True)
     except KeyboardInterrupt:
         print("vit-parity demo: interrupted; rerun to resume", file=sys.stderr)
         return 130
+    return demo_outcome(plan, args.engine, code, report=not args.no_report)
+
+
+def demo_outcome(plan, engine: str, code: int, *, report: bool) -> int:
+    """0 when every arm completed and got its expected verdict; 1 when a verdict differs; 3 when
+    an arm failed or the report could not be built."""
+    import json
+
+    from vit_backend_plugin.harness.outcome import ERROR, FAIL, OK
+
+    if code != OK:
+        return code
+    if not all(plan.run_dir.joinpath(a.name, "status.json").is_file() for a in plan.arms):
+        return ERROR
+    for arm in plan.arms:
+        st = json.loads(plan.run_dir.joinpath(arm.name, "status.json").read_text())
+        if st.get("errors") or any(v != "complete" for v in st.get("phases", {}).values()):
+            print(f"vit-parity demo: arm {arm.name} did not complete", file=sys.stderr)
+            return ERROR
+    if not report:
+        return OK
+    summary = json.loads(plan.run_dir.joinpath("summary.json").read_text())
+    wrong = check_expected(summary, engine)
+    if wrong:
+        print("vit-parity demo: unexpected verdicts: " + "; ".join(wrong), file=sys.stderr)
+        return FAIL
+    shown = ", ".join(f"{a} {v}" for a, v in EXPECTED[engine].items())
+    print(f"vit-parity demo: verdicts as expected ({shown})", file=sys.stderr)
+    return OK

@@ -30,6 +30,9 @@ COLORS = {
 
 
 def _draw_image(rng: random.Random, spec: DemoSpec, shape: str, color: str, count: int):
+    """``count`` shapes, one per cell of a 2 x 2 grid (cells at random), each nearly filling its
+    cell: they never overlap, so "how many" has one answer, and each is at least 16 px across (a
+    patch is 14)."""
     from PIL import Image, ImageDraw
 
     w = rng.randint(spec.image_min, spec.image_max)
@@ -38,9 +41,12 @@ def _draw_image(rng: random.Random, spec: DemoSpec, shape: str, color: str, coun
     img = Image.new("RGB", (w, h), bg)
     draw = ImageDraw.Draw(img)
     fill = COLORS[color]
-    for _ in range(count):
-        r = rng.randint(6, max(7, min(w, h) // 5))
-        cx, cy = rng.randint(r, w - r), rng.randint(r, h - r)
+    cw, ch = w // 2, h // 2
+    for cell in rng.sample(range(4), count):
+        x0, y0 = (cell % 2) * cw, (cell // 2) * ch
+        big = max(8, min(cw, ch) // 2 - 2)  # the cell's inscribed size (a 2 px margin)
+        r = rng.randint(max(8, big - 4), big)
+        cx, cy = rng.randint(x0 + r, x0 + cw - r), rng.randint(y0 + r, y0 + ch - r)
         box = (cx - r, cy - r, cx + r, cy + r)
         if shape == "circle":
             draw.ellipse(box, fill=fill)
@@ -58,35 +64,39 @@ def _draw_image(rng: random.Random, spec: DemoSpec, shape: str, color: str, coun
     return img
 
 
-def _make_items(subject: str, spec: DemoSpec, rng: random.Random) -> list[dict]:
+def make_items(subject: str, spec: DemoSpec, rng: random.Random, n: int,
+               split: str = "validation") -> list[dict]:
+    """``n`` MMMU-format items of one subject. Every answer needs the image and nothing else:
+    which shape (one image), which colour (two images: the question names the first), each with
+    every shape or colour as an option in one fixed order (A-F), and how many (open, 1 to 4);
+    shapes, colours and counts are uniform, so no letter or number is likelier than another."""
     pretty = subject.replace("_", " ")
+    colors = list(COLORS)
+    letters = "ABCDEFGHI"
     items = []
-    for i in range(spec.items_per_subject):
-        shape, color = rng.choice(SHAPES), rng.choice(list(COLORS))
+    for i in range(n):
+        shape, color = rng.choice(SHAPES), rng.choice(colors)
         count = rng.randint(1, 4)
         images: dict[str, object] = {f"image_{k}": None for k in range(1, 8)}
         images["image_1"] = _draw_image(rng, spec, shape, color, count)
-        kind = i % 3  # 0: one image, 1: two images, 2: open (short answer) question
-        if kind == 2:
-            question = f"<image 1> In this {pretty} figure, how many {color} {shape}s are drawn?"
-            options, answer, qtype = [], str(count), "open"
+        kind = i % 3  # 0: which shape, 1: which colour (two images), 2: how many (open)
+        if kind == 0:
+            question = f"Which shape appears in this {pretty} figure? <image 1>"
+            options, answer, qtype = list(SHAPES), letters[SHAPES.index(shape)], "multiple-choice"
+        elif kind == 1:
+            other = rng.choice([c for c in colors if c != color])
+            images["image_2"] = _draw_image(rng, spec, rng.choice(SHAPES), other, rng.randint(1, 4))
+            question = (
+                f"<image 1> and <image 2> come from a {pretty} exam. "
+                f"Which colour are the shapes in <image 1>?"
+            )
+            options, answer, qtype = colors, letters[colors.index(color)], "multiple-choice"
         else:
-            choices = rng.sample(SHAPES, 4)
-            if shape not in choices:
-                choices[rng.randrange(4)] = shape
-            answer = "ABCD"[choices.index(shape)]
-            options, qtype = choices, "multiple-choice"
-            if kind == 1:
-                images["image_2"] = _draw_image(rng, spec, rng.choice(SHAPES), color, 1)
-                question = (
-                    f"<image 1> and <image 2> come from a {pretty} exam. "
-                    f"Which shape is drawn in <image 1>?"
-                )
-            else:
-                question = f"Which {color} shape appears in this {pretty} figure? <image 1>"
+            question = f"<image 1> In this {pretty} figure, how many {shape}s are drawn?"
+            options, answer, qtype = [], str(count), "open"
         items.append(
             {
-                "id": f"validation_{subject}_{i + 1}",
+                "id": f"{split}_{subject}_{i + 1}",
                 "question": question,
                 "options": str(options),  # MMMU stores the list's Python repr
                 "explanation": "",
@@ -99,6 +109,10 @@ def _make_items(subject: str, spec: DemoSpec, rng: random.Random) -> list[dict]:
             }
         )
     return items
+
+
+def _make_items(subject: str, spec: DemoSpec, rng: random.Random) -> list[dict]:
+    return make_items(subject, spec, rng, spec.items_per_subject)
 
 
 def _mmmu_features():

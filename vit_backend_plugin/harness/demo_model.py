@@ -1,11 +1,12 @@
-"""The demo's model: a tiny random ``Qwen2VLForConditionalGeneration`` with its own tokenizer.
+"""The demo's model: a tiny ``Qwen2VLForConditionalGeneration`` with its own tokenizer.
 
-A real architecture that transformers and vLLM 0.32 both support, randomly initialised, vision
-head_dim 80 (embed_dim 160 / 2 heads: the seed-001 case that is not a multiple of 32), a
-byte-level BPE tokenizer trained here on the data set's own text plus the Qwen2-VL special
-tokens, wrapped in ``Qwen2Tokenizer``, a ``Qwen2VLImageProcessor`` with small min/max pixels, a
-``Qwen2VLProcessor`` and the Qwen2-VL chat template. Nothing is downloaded.
-"""
+A real architecture that transformers and vLLM 0.32 both support, vision head_dim 80 (embed_dim
+160 / 2 heads: the seed-001 case that is not a multiple of 32), text head_dim 32, a byte-level
+BPE tokenizer with the Qwen2-VL special tokens, wrapped in ``Qwen2Tokenizer``, a
+``Qwen2VLImageProcessor`` with small min/max pixels, a ``Qwen2VLProcessor`` and the Qwen2-VL chat
+template. The weights: the shipped trained ones (``data/demo_model/``, made by
+:mod:`~vit_backend_plugin.harness.demo_train` with its tokenizer) or random ones (with a tokenizer
+trained here on the given text). Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -58,7 +59,6 @@ QWEN2_VL_CHAT_TEMPLATE = (
 def build_tokenizer(corpus: list[str], spec: DemoSpec):
     """Byte-level BPE trained here (no download), wrapped in transformers' Qwen2Tokenizer."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE())
@@ -85,9 +85,21 @@ def build_tokenizer(corpus: list[str], spec: DemoSpec):
         special_tokens=["<|endoftext|>"],
     )
     tok.train_from_iterator(corpus + extra * 20, trainer=trainer)
-    state = json.loads(tok.to_str())
-    vocab = state["model"]["vocab"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["model"]["merges"]]
+    return tokenizer_from_state(json.loads(tok.to_str())["model"])
+
+
+def tokenizer_state(tokenizer) -> dict:
+    """The BPE vocabulary and merges of a tokenizer made here (what ``tokenizer_from_state`` takes)."""
+    state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    return {"vocab": state["vocab"], "merges": state["merges"]}
+
+
+def tokenizer_from_state(state: dict):
+    """``Qwen2Tokenizer`` (Qwen2-VL's special tokens and chat template) over a BPE vocabulary."""
+    from transformers import Qwen2Tokenizer
+
+    vocab = state["vocab"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     qtok = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -102,22 +114,15 @@ def build_tokenizer(corpus: list[str], spec: DemoSpec):
     return qtok
 
 
-def build_model(model_dir: Path, tokenizer, spec: DemoSpec) -> None:
-    import torch
-    from transformers import (
-        GenerationConfig,
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-    )
+def _config(tokenizer, spec: DemoSpec):
+    from transformers import Qwen2VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab = ((len(tokenizer) + 63) // 64) * 64
     text_head_dim = spec.text_hidden // spec.text_heads
     half = text_head_dim // 2  # mrope sections (temporal, height, width) must sum to head_dim/2
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
-    cfg = Qwen2VLConfig(
+    return ids, Qwen2VLConfig(
         text_config=dict(
             vocab_size=vocab,
             hidden_size=spec.text_hidden,
@@ -152,22 +157,34 @@ def build_model(model_dir: Path, tokenizer, spec: DemoSpec) -> None:
         pad_token_id=ids["<|endoftext|>"],
         tie_word_embeddings=True,
     )
+
+
+def new_model(tokenizer, spec: DemoSpec, init_std: float | None):
+    """The model with seeded weights: transformers' own init, then (``init_std``) every matrix
+    redrawn from N(0, init_std)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
+
+    ids, cfg = _config(tokenizer, spec)
     torch.manual_seed(spec.seed)
     model = Qwen2VLForConditionalGeneration(cfg).eval()
-    # transformers' default init (std 0.02) makes a random model print the same token for every
-    # input; a wider init makes answers depend on the image and text, so backends that compute
-    # attention differently can actually disagree (what the parity check is for).
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, spec.init_std)
+    if init_std is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.normal_(0.0, init_std)
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],
         do_sample=False,
     )
-    model.save_pretrained(str(model_dir), safe_serialization=True)
+    return model
+
+
+def processor_for(tokenizer, spec: DemoSpec):
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
+
     image_processor = Qwen2VLImageProcessor(
         size={"shortest_edge": spec.min_pixels, "longest_edge": spec.max_pixels}
     )
@@ -178,12 +195,31 @@ def build_model(model_dir: Path, tokenizer, spec: DemoSpec) -> None:
         video_processor = Qwen2VLVideoProcessor()
     except Exception:  # video processing needs torchvision; images are all the demo uses
         video_processor = None
-    processor = Qwen2VLProcessor(
+    return Qwen2VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
-    processor.save_pretrained(str(model_dir))
-    tokenizer.save_pretrained(str(model_dir))
 
+
+def build_model(model_dir: Path, tokenizer, spec: DemoSpec, weights: Path | None = None) -> None:
+    """Write the model directory: random weights (transformers' default init is too narrow for a
+    random model to answer differently per input, hence ``spec.init_std``), or ``weights`` (a
+    safetensors file made for this tokenizer and spec: the trained demo model)."""
+    if weights is None:
+        model = new_model(tokenizer, spec, spec.init_std)
+    else:
+        from safetensors.torch import load_file
+
+        model = new_model(tokenizer, spec, None)
+        state = load_file(str(weights))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k != "lm_head.weight"]  # tied to the embeddings
+        if missing or unexpected:
+            raise ValueError(f"{weights}: weights do not fit the spec (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        model.tie_weights()
+    model.save_pretrained(str(model_dir), safe_serialization=True)
+    processor_for(tokenizer, spec).save_pretrained(str(model_dir))
+    tokenizer.save_pretrained(str(model_dir))
