@@ -207,7 +207,7 @@ def test_dry_run_still_validates(tmp_path, capsys):
 
 def test_auto_backend_sets_neither_engine_arg_nor_env(tmp_path):
     cfg = load_config(CONFIGS / "h100_demo.yaml")
-    assert "AUTO" in cfg.backends
+    assert "AUTO" in cfg.arm_names()
     acc = accuracy_command(cfg, arm(cfg, "AUTO"), tmp_path)
     margs = lm_eval_parse(acc.lm_eval_argv[1:]).model_args
     assert "mm_encoder_attn_backend" not in margs and "VIT_ATTN_BACKEND" not in acc.env

@@ -80,7 +80,8 @@ def main(args: argparse.Namespace) -> int:
         print_plan(plan)
         return 0
     try:
-        code = execute(plan, force=args.force, report=not args.no_report, no_fail=True)
+        code = execute(plan, force=args.force, report=not args.no_report, no_fail=True,
+                       say_exit=False)
     except KeyboardInterrupt:
         print("vit-parity demo: interrupted; rerun to resume", file=sys.stderr)
         return 130
