@@ -228,6 +228,18 @@ def train(spec, out: Path, *, items_per_subject: int, caption_steps: int, steps:
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+    def train_step(chunk) -> float:
+        """One optimiser step on chunk; its loss."""
+        enc, target = _encode(chunk, processor, end)
+        loss = _loss(model, enc, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        return loss.item()
+
     order_rng = random.Random(torch_seed)
     order: list[int] = []
     t0 = time.monotonic()
@@ -235,15 +247,8 @@ def train(spec, out: Path, *, items_per_subject: int, caption_steps: int, steps:
     history = []
     for step in range(total):
         if step < caption_steps:
-            chunk = captions[step * batch:(step + 1) * batch]
-            enc, target = _encode(chunk, processor, end)
-            loss = _loss(model, enc, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+            loss = train_step(captions[step * batch:(step + 1) * batch])
+            running = loss if running is None else 0.95 * running + 0.05 * loss
             if (step + 1) % log_every == 0:
                 print(f"caption step {step + 1}/{caption_steps} loss {running:.4f} "
                       f"{time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
@@ -256,15 +261,8 @@ def train(spec, out: Path, *, items_per_subject: int, caption_steps: int, steps:
             order += more
         idx, order = order[:batch], order[batch:]
         k = step - caption_steps
-        chunk = [examples[i] for i in idx] + mixed[k * caption_mix:(k + 1) * caption_mix]
-        enc, target = _encode(chunk, processor, end)
-        loss = _loss(model, enc, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        loss = train_step([examples[i] for i in idx] + mixed[k * caption_mix:(k + 1) * caption_mix])
+        running = loss if running is None else 0.95 * running + 0.05 * loss
         if (step + 1) % log_every == 0:
             print(f"step {step + 1}/{total} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} "
                   f"{time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
