@@ -13,11 +13,14 @@ LIMIT=${LIMIT:-540}
 for cfg in "$@"; do
   name=$(basename "$cfg" .yaml)
   echo "== $name ($(date +%T))"
-  timeout "$LIMIT" python3 -m vit_backend_plugin.cli run "$cfg" ${BACKENDS:+--backends $BACKENDS} 2>&1 \
+  # SIGINT, not SIGTERM: the run unwinds as on Ctrl-C and ends its engines; a rerun resumes
+  timeout -s INT -k 30 "$LIMIT" python3 -m vit_backend_plugin.cli run "$cfg" ${BACKENDS:+--arms $BACKENDS} 2>&1 \
+    | tee -a "$OUT/$name.log" \
     | grep -v "Warn\|^\s*$" | tail -8
   # the run directory without lm-eval's samples: report, summary, and per backend what
   # `vit-parity record-engine` reads (throughput.json, throughput.log with the plugin's line)
   tar czf "$OUT/$name.tgz" -C reports "$name"
+  grep -iE "faster|slower|no detectable|PASS|FAIL|ERROR" reports/"$name"/report.md 2>/dev/null | head -24
   grep -h "ViT attention:" reports/"$name"/*/*.log 2>/dev/null | sed 's/.*ViT attention:/ViT attention:/' | sort | uniq -c
   python3 - "$name" <<'PY'
 import json, sys
