@@ -49,8 +49,9 @@ __all__ = [
     "write_task_overrides",
 ]
 
-DEMO_GENERATOR_VERSION = 4  # 3: text head_dim 32 (vLLM's CPU attention needs >= 32)
+DEMO_GENERATOR_VERSION = 5  # 3: text head_dim 32 (vLLM's CPU attention needs >= 32)
 # 4: the trained model (data/demo_model/); shapes one per grid cell; which shape/colour/how many
+# 5: "how many crosses" (was "crosss"), the model retrained on it
 TRAINED_DIR = "data/demo_model"  # in the package: model.safetensors, tokenizer_bpe.json, manifest.json
 
 

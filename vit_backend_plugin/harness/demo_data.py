@@ -19,6 +19,12 @@ if TYPE_CHECKING:  # demo_assets imports this module: no import cycle at run tim
     from vit_backend_plugin.harness.demo_assets import DemoSpec
 
 SHAPES = ["circle", "square", "triangle", "cross", "diamond", "bar"]
+
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith("s") else "s")
+
+
 COLORS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -92,7 +98,7 @@ def make_items(subject: str, spec: DemoSpec, rng: random.Random, n: int,
             )
             options, answer, qtype = colors, letters[colors.index(color)], "multiple-choice"
         else:
-            question = f"<image 1> In this {pretty} figure, how many {shape}s are drawn?"
+            question = f"<image 1> In this {pretty} figure, how many {_plural(shape)} are drawn?"
             options, answer, qtype = [], str(count), "open"
         items.append(
             {
