@@ -4,9 +4,9 @@ ran. The planner, placement, runner and throughput session are real (issue 25)."
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -144,7 +144,15 @@ def test_a_crashed_arm_does_not_stop_the_others(tmp_path, monkeypatch):
     assert seen(p, "c")["CUDA_VISIBLE_DEVICES"] in ("0", "1")  # it got a device afterwards
 
 
-def test_ctrl_c_ends_every_running_child(tmp_path, monkeypatch):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, whatever an earlier test in this process installed."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_ends_every_running_child(tmp_path, monkeypatch, python_sigint):
     """Ctrl-C lands in the main thread: every arm's child (each in its own thread) is ended,
     each arm is recorded as interrupted, and a rerun redoes them."""
     fake_commands(monkeypatch, {"a": 600, "b": 600, "c": 600})
@@ -155,7 +163,7 @@ def test_ctrl_c_ends_every_running_child(tmp_path, monkeypatch):
         deadline = time.monotonic() + 60
         while not all(f.is_file() for f in started) and time.monotonic() < deadline:
             time.sleep(0.1)
-        _thread.interrupt_main()  # what Ctrl-C does
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does (a real signal wakes any wait)
 
     threading.Thread(target=interrupt_once_running, daemon=True).start()
     t0 = time.monotonic()

@@ -119,3 +119,31 @@ def test_one_measurement_per_arm_gives_no_interval(tmp_path):
     s = json.loads(paths["json"].read_text())
     assert s["speed"]["x"]["verdict"] == "not enough rounds" and s["speed_timing"]["interleaved"] is None
     assert "one measurement per arm gives no interval" in paths["md"].read_text()
+
+
+def test_throughput_only_run_has_speed_verdicts_and_no_accuracy_error(tmp_path, capsys):
+    # config accuracy: false (the full-size ViT configs): the arms have no lm-eval output by
+    # design; that is no ERROR, no problem and no failing exit code, only speed verdicts
+    run = make_run(tmp_path, {"base": Backend(None), "slow": Backend(None)})
+    info = json.loads((run / RUN_INFO).read_text())
+    info["config"]["accuracy"] = False
+    atomic_write_json(run / RUN_INFO, info)
+    write_rounds(run / "base", BASE)
+    write_rounds(run / "slow", SLOWER)
+    paths = build_report(run)
+    s, md, html = (json.loads(paths["json"].read_text()), paths["md"].read_text(),
+                   paths["html"].read_text())
+    assert s["accuracy_measured"] is False and s["parity"] == {}
+    assert s["speed"]["slow"]["verdict"] == "slower"
+    assert all(a["problems"] == [] for a in s["arms"].values())
+    assert "💥" not in md and "ERROR</b>" not in html and "## Problems" not in md
+    assert "throughput only (the config's accuracy: false)" in md and "Parity vs baseline" not in md
+    assert exit_code(s) == 0 and vit_parity(["report", str(run), "--strict"]) == 0
+    assert "speed        slow: slower" in capsys.readouterr().out
+
+    # the same files with accuracy on (the default): the missing lm-eval output is an ERROR
+    info["config"].pop("accuracy")
+    atomic_write_json(run / RUN_INFO, info)
+    s = json.loads(build_report(run)["json"].read_text())
+    assert s["accuracy_measured"] is True and s["parity"]["slow"]["verdict"] == "ERROR"
+    assert exit_code(s) == 3

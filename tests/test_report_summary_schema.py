@@ -21,7 +21,8 @@ from vit_backend_plugin.report.summary_schema import (
 )
 
 TOP_LEVEL = {"schema_version", "source", "run_id", "model", "engine", "tasks", "baseline", "arm_order",
-             "thresholds", "problems", "warnings", "arms", "parity", "speed", "speed_control",
+             "thresholds", "problems", "accuracy_measured", "warnings", "arms", "parity", "speed",
+             "speed_control",
              "speed_timing"}
 
 

@@ -192,12 +192,13 @@ def summarize(run: RunData) -> dict[str, Any]:
     parity = {
         name: _parity(run.arms[baseline], a, run)
         for name, a in run.arms.items() if name != baseline
-    }
+    } if run.accuracy else {}  # a throughput-only run has no accuracy to compare
     summary = {
         "schema_version": SCHEMA_VERSION, "source": run.source,
         "run_id": run.run_id, "model": run.model, "engine": run.engine, "tasks": run.tasks,
         "baseline": baseline, "arm_order": list(run.arms),
         "thresholds": run.thresholds.model_dump(), "problems": run.problems,
+        "accuracy_measured": run.accuracy,
         "warnings": _warnings(run, arms), "arms": arms, "parity": parity,
         "speed": {name: _speed(run.arms[baseline], a) for name, a in run.arms.items() if name != baseline},
         "speed_control": _speed_control(run), "speed_timing": _speed_timing(run.arms[baseline]),

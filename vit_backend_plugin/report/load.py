@@ -290,8 +290,10 @@ def load_control(run_dir: Path, asked: bool) -> ArmData | None:
     return data
 
 
-def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None) -> ArmData:
-    """One arm of a run directory, as `vit-parity run` wrote it."""
+def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None, *,
+             accuracy: bool = True) -> ArmData:
+    """One arm of a run directory, as `vit-parity run` wrote it. ``accuracy`` False: a
+    throughput-only run (config ``accuracy: false``), whose arms have no lm-eval output to read."""
     bdir = run_dir / name
     if not bdir.is_dir():
         return ArmData(name, "missing", settings=dict(settings or {}),
@@ -316,8 +318,9 @@ def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None) -
     data = ArmData(name, state, status=status, settings=dict(settings or {}), problems=problems)
 
     accuracy_done = status is None or status.phases.get("accuracy") == "complete"
-    read_lm_eval(data, bdir / LM_EVAL_DIR, expected=accuracy_done, stale=not accuracy_done,
-                 relative_to=run_dir)
+    if accuracy:
+        read_lm_eval(data, bdir / LM_EVAL_DIR, expected=accuracy_done, stale=not accuracy_done,
+                     relative_to=run_dir)
 
     tp = bdir / THROUGHPUT
     if tp.is_file():
@@ -353,6 +356,7 @@ class RunData:
     thresholds: ParityThresholds
     problems: list[str] = field(default_factory=list)
     control: ArmData | None = None  # the A/A control (AA_CONTROL/throughput.json): speed only
+    accuracy: bool = True  # False: a throughput-only run (config accuracy: false), no parity
 
 
 def thresholds_from(parity: Any) -> tuple[ParityThresholds, str | None]:
@@ -381,8 +385,10 @@ def load_run(run_dir: str | Path) -> RunData:
     if info.baseline not in names:
         problems.append(f"baseline {info.baseline!r} is not among the arms {names}")
         names.insert(0, info.baseline)
-    arms = {n: load_arm(run_dir, n, info.arm_settings.get(n)) for n in names}
+    accuracy = (info.config or {}).get("accuracy") is not False
+    arms = {n: load_arm(run_dir, n, info.arm_settings.get(n), accuracy=accuracy) for n in names}
     throughput_config = (info.config or {}).get("throughput")
     asked = isinstance(throughput_config, dict) and throughput_config.get("aa_control") is True
     return RunData("run_dir", run_dir, info.run_id, info.model, info.engine, list(info.tasks),
-                   info.baseline, arms, thresholds, problems, load_control(run_dir, asked))
+                   info.baseline, arms, thresholds, problems, load_control(run_dir, asked),
+                   accuracy)

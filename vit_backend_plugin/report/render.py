@@ -20,6 +20,9 @@ from vit_backend_plugin.report.speed_tables import control_label, fmt_speed, spe
 from vit_backend_plugin.report.table import Table
 
 ICON = {"PASS": "✅", "FAIL": "❌", "INCONCLUSIVE": "⚠️", "ERROR": "💥"}
+# verdict-list entries that carry no verdict word: the baseline, the A/A control, and the arms
+# of a throughput-only run (speed verdict only)
+UNLABELLED = ("BASELINE", "CONTROL", "SPEED")
 MAX_MD_DIFF_ROWS = 100  # per arm in report.md; summary.json has them all
 
 
@@ -184,9 +187,18 @@ def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     base_text = (f"baseline: {b0['task']} {_metric_parts(b0['metric'])[0]} "
                  f"{fmt_acc(b0['accuracy'], b0['stderr'])} (n={b0['n_items']})"
                  if b0["accuracy"] is not None else f"baseline: no accuracy ({b0['state']})")
+    if not s["accuracy_measured"]:
+        base_text = f"baseline ({b0['state']})"
     if b0["problems"]:
         base_text += " — " + "; ".join(b0["problems"])
     out.append((s["baseline"], "BASELINE", base_text, ""))
+    if not s["accuracy_measured"]:  # speed verdicts only: no accuracy was measured
+        for name in s["arm_order"]:
+            if name != s["baseline"]:
+                b = s["arms"][name]
+                text = ("throughput only (the config's accuracy: false): no accuracy verdict"
+                        + "".join(f" — {p}" for p in b["problems"]))
+                out.append((name, "SPEED", text, fmt_speed(s["speed"].get(name))))
     for name, p in s["parity"].items():
         b = s["arms"][name]
         extra = ""
@@ -216,10 +228,12 @@ def build_view(s: dict[str, Any], diff_limit: int | None, m: Markup = PLAIN) -> 
     ]
     if s["source"] == "lm_eval":
         header.append("arms read from lm-eval output folders")
+    if not s["accuracy_measured"]:
+        header.append("throughput only (accuracy: false)")
     problems = list(s["problems"]) + [
         f"{n}: {p}" for n in s["arm_order"] for p in s["arms"][n]["problems"]
     ]
-    tables = _accuracy_tables(s) + [_parity_table(s, m)]
+    tables = _accuracy_tables(s) + [_parity_table(s, m)] if s["accuracy_measured"] else []
     tables += speed_tables(s)
     tables += arm_tables(s)
     return View(f"ViT backend parity: {s['run_id']}", header, _verdicts(s),
@@ -247,7 +261,7 @@ def render_markdown(s: dict[str, Any]) -> str:
     out = [f"# {md_escape(v.title)}", "", " · ".join(v.header), ""]
     for name, verdict, text, speed in v.verdicts:
         icon = ICON.get(verdict, "🔹")
-        label = "" if verdict in ("BASELINE", "CONTROL") else f" {verdict}"
+        label = "" if verdict in UNLABELLED else f" {verdict}"
         out.append(f"- {icon} **{md_escape(name)}**{label}: {md_escape(text)}")
         if speed:
             out.append(f"  - ⏱️ {md_escape(speed)}")
@@ -286,4 +300,5 @@ def render_html(s: dict[str, Any]) -> str:
         icons[2], "").replace(icons[3], "").replace(icons[4], "").strip()
     view = build_view(s, None, PLAIN)
     images = [img for img in (plots.accuracy_png(s), plots.speed_png(s)) if img]
-    return env.get_template("report.html.j2").render(v=view, icons=ICON, images=images)
+    return env.get_template("report.html.j2").render(v=view, icons=ICON, images=images,
+                                                       unlabelled=UNLABELLED)

@@ -210,9 +210,12 @@ class Summary(_Strict):
     arm_order: list[str] = Field(description="arms in order, baseline included")
     thresholds: ParityThresholds
     problems: list[str] = Field(description="problems of the run as a whole")
+    accuracy_measured: bool = Field(
+        description="false: a throughput-only run (config accuracy: false); parity is empty")
     warnings: list[ArmWarning]
     arms: dict[str, Arm]
-    parity: dict[str, Parity] = Field(description="every arm but the baseline -> its verdict")
+    parity: dict[str, Parity] = Field(
+        description="every arm but the baseline -> its verdict (none where accuracy_measured is false)")
     speed: dict[str, ArmSpeed] = Field(description="every arm but the baseline -> its speed verdict")
     speed_control: SpeedControl | None = Field(description="the A/A control; None: not run")
     speed_timing: SpeedTiming
