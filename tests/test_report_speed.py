@@ -147,3 +147,32 @@ def test_throughput_only_run_has_speed_verdicts_and_no_accuracy_error(tmp_path, 
     s = json.loads(build_report(run)["json"].read_text())
     assert s["accuracy_measured"] is True and s["parity"]["slow"]["verdict"] == "ERROR"
     assert exit_code(s) == 3
+
+
+def test_a_difference_inside_the_a_a_spread_is_said_so(tmp_path):
+    from vit_backend_plugin.report.speed_stats import control_spread, within_spread
+
+    # the control's interval and its mirror image about 1
+    lo, hi = control_spread(0.8, 1.0)
+    assert (round(lo, 3), round(hi, 3)) == (0.8, 1.25)
+    assert control_spread(None, 1.1) is None and within_spread(1.1, None) is None
+    assert within_spread(1.2, (0.8, 1.25)) and not within_spread(1.3, (0.8, 1.25))
+
+    a = baseline_answers(BIG)
+    run = make_run(tmp_path, {"base": Backend(a), "slow": Backend(a)})
+    write_rounds(run / "base", BASE)
+    write_rounds(run / "slow", SLOWER)
+    ask_for_control(run)
+    (run / AA_CONTROL).mkdir()
+    # a second engine of the baseline's settings that reads ~15% apart, unsteadily
+    write_rounds(run / AA_CONTROL, [25.1, 27.0, 24.2, 26.9, 23.8], control_of="base")
+    s = json.loads(build_report(run)["json"].read_text())
+    sp = s["speed"]["slow"]
+    assert sp["verdict"] == "slower" and sp["within_control"] is True
+    assert "within the A/A control's spread" in sp["reason"]
+    assert "within the A/A control's spread" in build_report(run)["md"].read_text()
+
+    # the steady control of the first test: the 10% is beyond it
+    write_rounds(run / AA_CONTROL, CONTROL, control_of="base")
+    sp = json.loads(build_report(run)["json"].read_text())["speed"]["slow"]
+    assert sp["within_control"] is False and "A/A" not in sp["reason"]

@@ -22,7 +22,13 @@ from vit_backend_plugin.report.load import ArmData, RunData, load_run
 from vit_backend_plugin.report.metrics import SPEED_METRICS
 from vit_backend_plugin.report.parity import compare
 from vit_backend_plugin.report.power import min_detectable_delta
-from vit_backend_plugin.report.speed_stats import CONFIDENCE, compare_arm, describe
+from vit_backend_plugin.report.speed_stats import (
+    CONFIDENCE,
+    compare_arm,
+    control_spread,
+    describe,
+    within_spread,
+)
 from vit_backend_plugin.report.summary_schema import SCHEMA_VERSION, Summary
 from vit_backend_plugin.rundir.layout import AA_CONTROL
 
@@ -138,7 +144,22 @@ def _speed(base: ArmData, cand: ArmData | None) -> dict[str, Any]:
         who = [f"{a.name} ({a.state})" for a, r in ((base, rb), (cand, rc)) if a and not r]
         reason = ("no timed rounds for " + ", ".join(who) if who
                   else "no speed metric both arms timed")
-    return {**res.to_dict(), "reason": reason}
+    return {**res.to_dict(), "reason": reason, "within_control": None}
+
+
+def _against_control(speed: dict[str, dict[str, Any]], ctl: dict[str, Any] | None) -> None:
+    """Each arm's primary ratio against the A/A control's spread on that metric: a faster or
+    slower inside it is said to be indistinguishable from two engines of one setting."""
+    for sp in speed.values():
+        m = sp["primary_metric"]
+        c = (ctl or {}).get("metrics", {}).get(m) if m else None
+        if c is None or (ctl or {}).get("problems"):
+            continue
+        spread = control_spread(c["ci_low"], c["ci_high"])
+        sp["within_control"] = within_spread(sp["metrics"][m]["ratio"], spread)
+        if sp["within_control"] and sp["verdict"] in ("faster", "slower"):
+            sp["reason"] += (f"; within the A/A control's spread ×{spread[0]:.3f}-×{spread[1]:.3f}: "
+                             "not told apart from two engines of the same settings")
 
 
 def _speed_control(run: RunData) -> dict[str, Any] | None:
@@ -203,6 +224,7 @@ def summarize(run: RunData) -> dict[str, Any]:
         "speed": {name: _speed(run.arms[baseline], a) for name, a in run.arms.items() if name != baseline},
         "speed_control": _speed_control(run), "speed_timing": _speed_timing(run.arms[baseline]),
     }
+    _against_control(summary["speed"], summary["speed_control"])
     # the schema is the contract: a summary that breaks it is a bug here, caught before writing
     return Summary.model_validate(summary).model_dump(mode="json")
 

@@ -198,3 +198,20 @@ def describe(r: SpeedRatio, confidence: float = CONFIDENCE) -> str:
         return f"{label} ×{r.ratio:.3f}, {how}: no interval below 2 rounds"
     return (f"{label} ×{r.ratio:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] ({confidence:.0%}), {how}, "
             f"resolves {fmt_resolution(r.resolution)}")
+
+
+def control_spread(ci_low: float | None, ci_high: float | None) -> tuple[float, float] | None:
+    """The ratios an A/A control shows two engines of the same settings can read apart: its
+    interval and that interval's mirror image about 1 (the control could have come out either
+    way round). None without an interval."""
+    if ci_low is None or ci_high is None or ci_low <= 0 or ci_high <= 0:
+        return None
+    return min(ci_low, 1 / ci_high, 1.0), max(ci_high, 1 / ci_low, 1.0)
+
+
+def within_spread(ratio: float | None, spread: tuple[float, float] | None) -> bool | None:
+    """Whether an arm's ratio lies inside the control's spread: then the run cannot tell the
+    arm's difference from the difference between two engines of one setting. None: unknown."""
+    if ratio is None or spread is None:
+        return None
+    return spread[0] <= ratio <= spread[1]

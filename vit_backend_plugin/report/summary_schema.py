@@ -165,6 +165,9 @@ class ArmSpeed(_Strict):
                     "images_per_s (HF); None: not measured")
     reason: str
     metrics: dict[str, SpeedRatio] = Field(description="headline metric -> comparison")
+    within_control: bool | None = Field(
+        description="the primary ratio lies inside the A/A control's interval or its mirror image "
+                    "about 1 (not told apart from two engines of one setting); None: no control")
 
 
 class SpeedControl(ArmSpeed):
