@@ -15,7 +15,8 @@ from vit_backend_plugin.harness.demo_assets import DemoSpec
 # generators (by bumping DEMO_GENERATOR_VERSION) or the shipped weights, and update this value then.
 DEFAULT_KEY = "e58060d0bbd5"
 # sha256 (first 16 hex) of build_dataset(DemoSpec(items_per_subject=1))'s corpus, README.md and
-# every decoded row (generator version 4: shapes one per grid cell; which shape/colour/how many).
+# every decoded row (generator version 4: shapes one per grid cell; which shape/colour/how many;
+# version 5 changed only the count questions, which this one-item-per-subject set has none of).
 DATA_DIGEST = "3fe1455290456cd2"
 
 

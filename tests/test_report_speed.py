@@ -39,14 +39,20 @@ def ask_for_control(run: Path) -> None:
     atomic_write_json(run / RUN_INFO, info)
 
 
-def test_speed_verdicts_control_and_exit_code(tmp_path, capsys):
+def slower_with_control(tmp_path: Path, control: list[float]) -> Path:
+    """A run: ``slow`` ~10% behind ``base`` every round, and an A/A control of ``base``."""
     a = baseline_answers(BIG)
     run = make_run(tmp_path, {"base": Backend(a), "slow": Backend(a)})
     write_rounds(run / "base", BASE)
     write_rounds(run / "slow", SLOWER)
     ask_for_control(run)
     (run / AA_CONTROL).mkdir()
-    write_rounds(run / AA_CONTROL, CONTROL, control_of="base")
+    write_rounds(run / AA_CONTROL, control, control_of="base")
+    return run
+
+
+def test_speed_verdicts_control_and_exit_code(tmp_path, capsys):
+    run = slower_with_control(tmp_path, CONTROL)
     paths = build_report(run)
     s = json.loads(paths["json"].read_text())
     md, html = paths["md"].read_text(), paths["html"].read_text()
@@ -158,14 +164,8 @@ def test_a_difference_inside_the_a_a_spread_is_said_so(tmp_path):
     assert control_spread(None, 1.1) is None and within_spread(1.1, None) is None
     assert within_spread(1.2, (0.8, 1.25)) and not within_spread(1.3, (0.8, 1.25))
 
-    a = baseline_answers(BIG)
-    run = make_run(tmp_path, {"base": Backend(a), "slow": Backend(a)})
-    write_rounds(run / "base", BASE)
-    write_rounds(run / "slow", SLOWER)
-    ask_for_control(run)
-    (run / AA_CONTROL).mkdir()
     # a second engine of the baseline's settings that reads ~15% apart, unsteadily
-    write_rounds(run / AA_CONTROL, [25.1, 27.0, 24.2, 26.9, 23.8], control_of="base")
+    run = slower_with_control(tmp_path, [25.1, 27.0, 24.2, 26.9, 23.8])
     s = json.loads(build_report(run)["json"].read_text())
     sp = s["speed"]["slow"]
     assert sp["verdict"] == "slower" and sp["within_control"] is True

@@ -22,8 +22,7 @@ from vit_backend_plugin.report.summary_schema import (
 
 TOP_LEVEL = {"schema_version", "source", "run_id", "model", "engine", "tasks", "baseline", "arm_order",
              "thresholds", "problems", "accuracy_measured", "warnings", "arms", "parity", "speed",
-             "speed_control",
-             "speed_timing"}
+             "speed_control", "speed_timing"}
 
 
 def test_shipped_schema_is_the_models_export():

@@ -19,12 +19,6 @@ if TYPE_CHECKING:  # demo_assets imports this module: no import cycle at run tim
     from vit_backend_plugin.harness.demo_assets import DemoSpec
 
 SHAPES = ["circle", "square", "triangle", "cross", "diamond", "bar"]
-
-
-def _plural(noun: str) -> str:
-    return noun + ("es" if noun.endswith("s") else "s")
-
-
 COLORS = {
     "red": (220, 40, 40),
     "green": (40, 170, 60),
@@ -33,6 +27,10 @@ COLORS = {
     "purple": (140, 60, 180),
     "orange": (240, 140, 20),
 }
+
+
+def _plural(noun: str) -> str:
+    return noun + ("es" if noun.endswith("s") else "s")
 
 
 def _draw_image(rng: random.Random, spec: DemoSpec, shape: str, color: str, count: int):

@@ -150,11 +150,13 @@ def _speed(base: ArmData, cand: ArmData | None) -> dict[str, Any]:
 def _against_control(speed: dict[str, dict[str, Any]], ctl: dict[str, Any] | None) -> None:
     """Each arm's primary ratio against the A/A control's spread on that metric: a faster or
     slower inside it is said to be indistinguishable from two engines of one setting."""
+    if ctl is None or ctl["problems"]:  # no control, or one that is no A/A of the baseline
+        return
     for sp in speed.values():
-        m = sp["primary_metric"]
-        c = (ctl or {}).get("metrics", {}).get(m) if m else None
-        if c is None or (ctl or {}).get("problems"):
+        c = ctl["metrics"].get(sp["primary_metric"])
+        if c is None:
             continue
+        m = sp["primary_metric"]
         spread = control_spread(c["ci_low"], c["ci_high"])
         sp["within_control"] = within_spread(sp["metrics"][m]["ratio"], spread)
         if sp["within_control"] and sp["verdict"] in ("faster", "slower"):

@@ -317,8 +317,8 @@ def load_arm(run_dir: Path, name: str, settings: dict[str, Any] | None = None, *
         problems.append("not finished (" + ", ".join(pending) + "): interrupted or still running")
     data = ArmData(name, state, status=status, settings=dict(settings or {}), problems=problems)
 
-    accuracy_done = status is None or status.phases.get("accuracy") == "complete"
     if accuracy:
+        accuracy_done = status is None or status.phases.get("accuracy") == "complete"
         read_lm_eval(data, bdir / LM_EVAL_DIR, expected=accuracy_done, stale=not accuracy_done,
                      relative_to=run_dir)
 

@@ -184,11 +184,13 @@ def _differing_tables(s: dict[str, Any], limit: int | None) -> list[Table]:
 def _verdicts(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     out = []
     b0 = s["arms"][s["baseline"]]
-    base_text = (f"baseline: {b0['task']} {_metric_parts(b0['metric'])[0]} "
-                 f"{fmt_acc(b0['accuracy'], b0['stderr'])} (n={b0['n_items']})"
-                 if b0["accuracy"] is not None else f"baseline: no accuracy ({b0['state']})")
     if not s["accuracy_measured"]:
         base_text = f"baseline ({b0['state']})"
+    elif b0["accuracy"] is None:
+        base_text = f"baseline: no accuracy ({b0['state']})"
+    else:
+        base_text = (f"baseline: {b0['task']} {_metric_parts(b0['metric'])[0]} "
+                     f"{fmt_acc(b0['accuracy'], b0['stderr'])} (n={b0['n_items']})")
     if b0["problems"]:
         base_text += " — " + "; ".join(b0["problems"])
     out.append((s["baseline"], "BASELINE", base_text, ""))
